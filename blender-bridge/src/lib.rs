@@ -1,0 +1,1 @@
+//! bitwrk-blender-bridge
