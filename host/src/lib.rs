@@ -1,7 +1,11 @@
 //! bitwrk-host as a library: every subcommand is a module with one job; `main.rs` is glue.
 
+pub mod article_cmd;
+pub mod buy_cmd;
 pub mod data_dir;
+pub mod demo;
 pub mod identity_cmd;
+pub mod run_cmd;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
