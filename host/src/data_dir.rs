@@ -14,7 +14,8 @@ pub const KEY_FILE: &str = "privatekey.wif";
 /// `--data-dir`, else `BITWRK_DATA_DIR` (clap reads it), else `~/.bitwrk-host`.
 pub fn resolve(flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        let home =
+            std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
         home.join(".bitwrk-host")
     })
 }
@@ -37,7 +38,10 @@ pub fn load_or_create_key(dir: &Path) -> anyhow::Result<PrivateKey> {
     match fs::read_to_string(&path) {
         Ok(text) => {
             let key = PrivateKey::from_wif(text.trim()).with_context(|| {
-                format!("{} is not a valid WIF private key (the file was left as it is)", path.display())
+                format!(
+                    "{} is not a valid WIF private key (the file was left as it is)",
+                    path.display()
+                )
             })?;
             if !key.is_compressed() {
                 bail!(

@@ -17,11 +17,7 @@ pub enum IdentityCmd {
         message: String,
     },
     /// Verify a Bitcoin signed message; exit 0 and print `valid`, or exit 1 and say why.
-    Verify {
-        address: String,
-        signature: String,
-        message: String,
-    },
+    Verify { address: String, signature: String, message: String },
 }
 
 pub fn run(cmd: IdentityCmd, data_dir: &Path) -> anyhow::Result<ExitCode> {

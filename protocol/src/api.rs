@@ -28,7 +28,13 @@ pub struct Deadlines {
 
 impl Default for Deadlines {
     fn default() -> Self {
-        Deadlines { establishing_s: 60, transmitting_s: 120, working_s: 300, unverified_s: 900, result_disputed_s: 900 }
+        Deadlines {
+            establishing_s: 60,
+            transmitting_s: 120,
+            working_s: 300,
+            unverified_s: 900,
+            result_disputed_s: 900,
+        }
     }
 }
 
@@ -37,7 +43,9 @@ impl Deadlines {
     /// terminal phases. `buyer_established`/`seller_established` share establishing's.
     pub fn for_phase(&self, p: Phase) -> Option<u64> {
         match p {
-            Phase::Establishing | Phase::BuyerEstablished | Phase::SellerEstablished => Some(self.establishing_s),
+            Phase::Establishing | Phase::BuyerEstablished | Phase::SellerEstablished => {
+                Some(self.establishing_s)
+            }
             Phase::Transmitting => Some(self.transmitting_s),
             Phase::Working => Some(self.working_s),
             Phase::Unverified => Some(self.unverified_s),

@@ -6,7 +6,9 @@ use std::str::FromStr;
 use sha2::{Digest, Sha256};
 
 /// A SHA256 digest. Serialises as 64 lowercase hex characters.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct Hash32(pub [u8; 32]);
 

@@ -52,9 +52,7 @@ pub fn base58check_encode(payload: &[u8]) -> String {
 
 /// base58check decoding with checksum verification.
 pub fn base58check_decode(s: &str) -> Result<Vec<u8>> {
-    let raw = bs58::decode(s)
-        .into_vec()
-        .map_err(|e| IdentityError::Base58(e.to_string()))?;
+    let raw = bs58::decode(s).into_vec().map_err(|e| IdentityError::Base58(e.to_string()))?;
     if raw.len() < 5 {
         return Err(IdentityError::Base58("too short".into()));
     }
@@ -179,8 +177,9 @@ impl PrivateKey {
 
     /// A key from its 32 secret bytes.
     pub fn from_secret_bytes(bytes: &[u8], compressed: bool) -> Result<PrivateKey> {
-        let key = SigningKey::from_slice(bytes)
-            .map_err(|_| IdentityError::Wif("secret is zero or not below the curve order".into()))?;
+        let key = SigningKey::from_slice(bytes).map_err(|_| {
+            IdentityError::Wif("secret is zero or not below the curve order".into())
+        })?;
         Ok(PrivateKey { key, compressed })
     }
 
@@ -323,9 +322,8 @@ impl CompactSignature {
         let compressed = header >= 31;
         let recovery_id = RecoveryId::from_byte((header - 27) & 3)
             .ok_or_else(|| IdentityError::MalformedSignature("bad recovery id".into()))?;
-        let signature = Signature::from_slice(&raw[1..]).map_err(|_| {
-            IdentityError::PubkeyNotRecovered
-        })?;
+        let signature =
+            Signature::from_slice(&raw[1..]).map_err(|_| IdentityError::PubkeyNotRecovered)?;
         if signature.normalize_s() != signature {
             return Err(IdentityError::HighS);
         }

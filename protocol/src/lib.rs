@@ -11,6 +11,7 @@ pub mod identity;
 pub mod manifest;
 pub mod message;
 pub mod money;
+pub mod transfer;
 pub mod tx;
 pub mod work;
 

@@ -145,9 +145,11 @@ impl Manifest {
     /// Parse `article.toml`. A `[build]` table (how to build the module) is allowed and is
     /// not part of the manifest; every other unknown key is refused.
     pub fn from_toml(text: &str) -> Result<Manifest, ManifestError> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| ManifestError::Toml(e.to_string()))?;
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ManifestError::Toml(e.to_string()))?;
         table.remove("build");
-        let m: Manifest = table.try_into().map_err(|e: toml::de::Error| ManifestError::Toml(e.to_string()))?;
+        let m: Manifest =
+            table.try_into().map_err(|e: toml::de::Error| ManifestError::Toml(e.to_string()))?;
         m.validate()?;
         Ok(m)
     }
@@ -155,9 +157,13 @@ impl Manifest {
     /// Parse the JSON form (any key order) and validate it.
     pub fn from_json(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         if bytes.len() > caps::MANIFEST_BYTES_MAX {
-            return Err(ManifestError::Invalid(format!("manifest of {} bytes is too large", bytes.len())));
+            return Err(ManifestError::Invalid(format!(
+                "manifest of {} bytes is too large",
+                bytes.len()
+            )));
         }
-        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+        let m: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
         m.validate()?;
         Ok(m)
     }
@@ -191,7 +197,9 @@ impl Manifest {
         }
         match (&self.runtime, &self.module_sha256) {
             (Runtime::Wasm, None) => {
-                return bad("a wasm article needs module_sha256 (run `bitwrk-host article build`)".into());
+                return bad(
+                    "a wasm article needs module_sha256 (run `bitwrk-host article build`)".into()
+                );
             }
             (Runtime::NativeBlender { .. }, Some(_)) => {
                 return bad("a native article has no module_sha256".into());
@@ -211,16 +219,29 @@ impl Manifest {
             let mut seen = BTreeSet::new();
             for d in decls.iter() {
                 if !valid_name(&d.name) {
-                    return bad(format!("{what} name {:?} must be 1-64 chars of a-z 0-9 - _", d.name));
+                    return bad(format!(
+                        "{what} name {:?} must be 1-64 chars of a-z 0-9 - _",
+                        d.name
+                    ));
                 }
                 if !seen.insert(&d.name) {
                     return bad(format!("{what} {:?} is declared twice", d.name));
                 }
                 if d.max_bytes == 0 || d.max_bytes > caps::IO_BYTES_MAX {
-                    return bad(format!("{what} {:?}: max_bytes must be 1..={}", d.name, caps::IO_BYTES_MAX));
+                    return bad(format!(
+                        "{what} {:?}: max_bytes must be 1..={}",
+                        d.name,
+                        caps::IO_BYTES_MAX
+                    ));
                 }
-                if d.media_type.is_empty() || d.media_type.len() > 128 || !d.media_type.contains('/') {
-                    return bad(format!("{what} {:?}: media_type {:?} is not a media type", d.name, d.media_type));
+                if d.media_type.is_empty()
+                    || d.media_type.len() > 128
+                    || !d.media_type.contains('/')
+                {
+                    return bad(format!(
+                        "{what} {:?}: media_type {:?} is not a media type",
+                        d.name, d.media_type
+                    ));
                 }
             }
         }
@@ -287,12 +308,21 @@ package = "article-wordcount"
     #[test]
     fn refusals() {
         let bad = |from: &str, to: &str| Manifest::from_toml(&TOML.replace(from, to)).unwrap_err();
-        assert!(matches!(bad("name = \"wordcount\"", "name = \"Word Count\""), ManifestError::Invalid(_)));
+        assert!(matches!(
+            bad("name = \"wordcount\"", "name = \"Word Count\""),
+            ManifestError::Invalid(_)
+        ));
         assert!(matches!(bad("1.0.0", "one"), ManifestError::Invalid(_)));
         assert!(matches!(bad("fuel = 1000000000", "fuel = 0"), ManifestError::Invalid(_)));
-        assert!(matches!(bad("runtime = \"wasm\"", "runtime = \"docker\""), ManifestError::Toml(_)));
+        assert!(matches!(
+            bad("runtime = \"wasm\"", "runtime = \"docker\""),
+            ManifestError::Toml(_)
+        ));
         assert!(matches!(bad("description", "descriptoin"), ManifestError::Toml(_)));
-        assert!(matches!(bad("name = \"counts\"", "name = \"counts\"\nextra = 1"), ManifestError::Toml(_)));
+        assert!(matches!(
+            bad("name = \"counts\"", "name = \"counts\"\nextra = 1"),
+            ManifestError::Toml(_)
+        ));
         let two_inputs = TOML.replace("[[outputs]]", "[[inputs]]\nname = \"text\"\nmedia_type = \"text/plain\"\nmax_bytes = 1\n\n[[outputs]]");
         assert!(matches!(Manifest::from_toml(&two_inputs).unwrap_err(), ManifestError::Invalid(_)));
     }
@@ -305,6 +335,10 @@ package = "article-wordcount"
         );
         let m = Manifest::from_toml(&t).unwrap();
         assert_eq!(m.runtime, Runtime::NativeBlender { version: "3.4".into() });
-        assert!(String::from_utf8(m.canonical_json()).unwrap().contains("\"runtime\":\"native:blender-3.4\""));
+        assert!(
+            String::from_utf8(m.canonical_json())
+                .unwrap()
+                .contains("\"runtime\":\"native:blender-3.4\"")
+        );
     }
 }

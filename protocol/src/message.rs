@@ -206,13 +206,19 @@ impl Message {
         }
         let exchange = r.take("exchange")?.to_string();
         if exchange.is_empty() || exchange.len() > EXCHANGE_ID_CHARS_MAX {
-            return Err(MessageError::BadValue { key: "exchange", why: "empty or too long".into() });
+            return Err(MessageError::BadValue {
+                key: "exchange",
+                why: "empty or too long".into(),
+            });
         }
         let op_name = r.take("op")?;
         let op = match op_name {
             "bid" => Operation::Bid {
                 article: r.hash("article")?,
-                side: r.take("side")?.parse().map_err(|why| MessageError::BadValue { key: "side", why })?,
+                side: r
+                    .take("side")?
+                    .parse()
+                    .map_err(|why| MessageError::BadValue { key: "side", why })?,
                 price: Sat(r.number("price")?),
             },
             "cancel" => Operation::Cancel { bid: r.id("bid")? },
@@ -267,9 +273,13 @@ impl Message {
         let nonce_hex = r.take("nonce")?;
         let mut nonce = [0u8; 16];
         if nonce_hex.len() != 32 || !is_lower_hex(nonce_hex) {
-            return Err(MessageError::BadValue { key: "nonce", why: "must be 32 lowercase hex chars".into() });
+            return Err(MessageError::BadValue {
+                key: "nonce",
+                why: "must be 32 lowercase hex chars".into(),
+            });
         }
-        hex::decode_to_slice(nonce_hex, &mut nonce).map_err(|e| MessageError::BadValue { key: "nonce", why: e.to_string() })?;
+        hex::decode_to_slice(nonce_hex, &mut nonce)
+            .map_err(|e| MessageError::BadValue { key: "nonce", why: e.to_string() })?;
         let valid_until = r.number("valid_until")?;
         if r.pos != pairs.len() {
             return Err(MessageError::Malformed(format!(
@@ -288,7 +298,11 @@ impl Message {
     /// Sign with `key` and wrap in an envelope.
     pub fn sign(&self, key: &PrivateKey) -> Envelope {
         let message = self.encode();
-        Envelope { address: key.address().to_string(), signature: key.sign_message(&message), message }
+        Envelope {
+            address: key.address().to_string(),
+            signature: key.sign_message(&message),
+            message,
+        }
     }
 }
 
@@ -336,7 +350,10 @@ impl<'a> Reader<'a> {
     }
 
     fn hash(&mut self, key: &'static str) -> Result<Hash32> {
-        self.take(key)?.parse().map_err(|e: crate::hash::HashParseError| MessageError::BadValue { key, why: e.to_string() })
+        self.take(key)?.parse().map_err(|e: crate::hash::HashParseError| MessageError::BadValue {
+            key,
+            why: e.to_string(),
+        })
     }
 
     fn bytes32(&mut self, key: &'static str) -> Result<[u8; 32]> {
@@ -350,7 +367,10 @@ impl<'a> Reader<'a> {
     fn number(&mut self, key: &'static str) -> Result<u64> {
         let s = self.take(key)?;
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(MessageError::BadValue { key, why: format!("{s:?} is not a decimal number") });
+            return Err(MessageError::BadValue {
+                key,
+                why: format!("{s:?} is not a decimal number"),
+            });
         }
         s.parse().map_err(|_| MessageError::BadValue { key, why: format!("{s:?} is out of range") })
     }
@@ -404,8 +424,10 @@ mod tests {
 
     fn arb_action() -> impl Strategy<Value = TxAction> {
         prop_oneof![
-            (arb_hash(), arb_hash()).prop_map(|(w, s)| TxAction::EstablishBuyer { work_hash: w, secret_hash: s }),
-            "http://[a-z0-9.]{1,20}:[0-9]{1,5}/[ -~]{0,40}".prop_map(|u| TxAction::EstablishSeller { worker_url: u }),
+            (arb_hash(), arb_hash())
+                .prop_map(|(w, s)| TxAction::EstablishBuyer { work_hash: w, secret_hash: s }),
+            "http://[a-z0-9.]{1,20}:[0-9]{1,5}/[ -~]{0,40}"
+                .prop_map(|u| TxAction::EstablishSeller { worker_url: u }),
             any::<[u8; 32]>().prop_map(|s| TxAction::Secret { secret: s }),
             (arb_hash(), any::<[u8; 32]>()).prop_map(|(h, k)| TxAction::Result {
                 enc_result_hash: h,
@@ -414,7 +436,8 @@ mod tests {
             }),
             Just(TxAction::Accept),
             Just(TxAction::RejectResult),
-            proptest::sample::select(ReasonCode::ALL.to_vec()).prop_map(|r| TxAction::RejectWork { reason: r }),
+            proptest::sample::select(ReasonCode::ALL.to_vec())
+                .prop_map(|r| TxAction::RejectWork { reason: r }),
         ]
     }
 
@@ -436,12 +459,9 @@ mod tests {
     }
 
     fn arb_message() -> impl Strategy<Value = Message> {
-        ("[ -~]{1,64}", arb_op(), any::<[u8; 16]>(), any::<u64>()).prop_map(|(exchange, op, nonce, valid_until)| Message {
-            exchange,
-            op,
-            nonce,
-            valid_until,
-        })
+        ("[ -~]{1,64}", arb_op(), any::<[u8; 16]>(), any::<u64>()).prop_map(
+            |(exchange, op, nonce, valid_until)| Message { exchange, op, nonce, valid_until },
+        )
     }
 
     proptest! {
@@ -491,9 +511,15 @@ mod tests {
         assert!(Message::parse(&ok_text()).is_ok());
         let bad = |t: String| Message::parse(&t).unwrap_err();
         // key order
-        assert!(matches!(bad(ok_text().replace("side=buy&price=100", "price=100&side=buy")), MessageError::UnexpectedKey { .. }));
+        assert!(matches!(
+            bad(ok_text().replace("side=buy&price=100", "price=100&side=buy")),
+            MessageError::UnexpectedKey { .. }
+        ));
         // duplicate key
-        assert!(matches!(bad(ok_text().replace("&price=100", "&price=100&price=100")), MessageError::UnexpectedKey { .. }));
+        assert!(matches!(
+            bad(ok_text().replace("&price=100", "&price=100&price=100")),
+            MessageError::UnexpectedKey { .. }
+        ));
         // unknown key at the end
         assert!(matches!(bad(ok_text() + "&extra=1"), MessageError::Malformed(_)));
         // version
@@ -501,15 +527,27 @@ mod tests {
         // leading zero is not canonical
         assert_eq!(bad(ok_text().replace("price=100", "price=0100")), MessageError::NotCanonical);
         // needless escape is not canonical
-        assert_eq!(bad(ok_text().replace("exchange=ex1", "exchange=ex%31")), MessageError::NotCanonical);
+        assert_eq!(
+            bad(ok_text().replace("exchange=ex1", "exchange=ex%31")),
+            MessageError::NotCanonical
+        );
         // upper-case hex article
-        assert!(matches!(bad(ok_text().replace(&"ab".repeat(32), &"AB".repeat(32))), MessageError::BadValue { .. }));
+        assert!(matches!(
+            bad(ok_text().replace(&"ab".repeat(32), &"AB".repeat(32))),
+            MessageError::BadValue { .. }
+        ));
         // nonce length
-        assert!(matches!(bad(ok_text().replace(&"0f".repeat(16), "0f0f")), MessageError::BadValue { .. }));
+        assert!(matches!(
+            bad(ok_text().replace(&"0f".repeat(16), "0f0f")),
+            MessageError::BadValue { .. }
+        ));
         // unknown op
         assert!(matches!(bad(ok_text().replace("op=bid", "op=steal")), MessageError::UnknownOp(_)));
         // negative/non-number price
-        assert!(matches!(bad(ok_text().replace("price=100", "price=-1")), MessageError::BadValue { .. }));
+        assert!(matches!(
+            bad(ok_text().replace("price=100", "price=-1")),
+            MessageError::BadValue { .. }
+        ));
         // too long
         assert!(matches!(bad("a".repeat(MESSAGE_BYTES_MAX + 1)), MessageError::TooLong(_)));
     }

@@ -6,7 +6,9 @@ use std::str::FromStr;
 use crate::hash::Hash32;
 
 /// Which side of the book a bid is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     Buy,
@@ -14,7 +16,9 @@ pub enum Side {
 }
 
 /// The phases of a transaction. Phases only move forward (see [`Phase::may_follow`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// The bids matched; both sides must send `establish`.
@@ -243,7 +247,9 @@ impl TxAction {
     /// Which party may send it.
     pub fn signer(&self) -> Side {
         match self {
-            TxAction::EstablishBuyer { .. } | TxAction::Accept | TxAction::RejectResult => Side::Buy,
+            TxAction::EstablishBuyer { .. } | TxAction::Accept | TxAction::RejectResult => {
+                Side::Buy
+            }
             _ => Side::Sell,
         }
     }

@@ -58,14 +58,21 @@ pub enum WorkError {
 
 impl WorkManifest {
     /// Build the manifest from named inputs (any order), returning the chunk list too.
-    pub fn build<'a>(inputs: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> (WorkManifest, Vec<(String, Vec<ChunkRef>)>) {
-        let mut all: Vec<(String, &[u8])> = inputs.into_iter().map(|(n, d)| (n.to_string(), d)).collect();
+    pub fn build<'a>(
+        inputs: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> (WorkManifest, Vec<(String, Vec<ChunkRef>)>) {
+        let mut all: Vec<(String, &[u8])> =
+            inputs.into_iter().map(|(n, d)| (n.to_string(), d)).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out = Vec::new();
         let mut chunks = Vec::new();
         for (name, data) in all {
             let c = chunk(data);
-            out.push(WorkInput { chunks: c.iter().map(|r| r.hash).collect(), name: name.clone(), size: data.len() as u64 });
+            out.push(WorkInput {
+                chunks: c.iter().map(|r| r.hash).collect(),
+                name: name.clone(),
+                size: data.len() as u64,
+            });
             chunks.push((name, c));
         }
         (WorkManifest { inputs: out }, chunks)
@@ -82,7 +89,8 @@ impl WorkManifest {
 
     /// Parse and check canonical order. Sizes are checked against chunks on reassembly.
     pub fn from_json(bytes: &[u8]) -> Result<WorkManifest, WorkError> {
-        let m: WorkManifest = serde_json::from_slice(bytes).map_err(|e| WorkError::Json(e.to_string()))?;
+        let m: WorkManifest =
+            serde_json::from_slice(bytes).map_err(|e| WorkError::Json(e.to_string()))?;
         if !m.inputs.windows(2).all(|w| w[0].name < w[1].name) {
             return Err(WorkError::NotCanonical);
         }
@@ -92,7 +100,11 @@ impl WorkManifest {
     /// Every distinct chunk hash, in first-seen order.
     pub fn distinct_chunks(&self) -> Vec<Hash32> {
         let mut seen = std::collections::HashSet::new();
-        self.inputs.iter().flat_map(|i| i.chunks.iter().copied()).filter(|h| seen.insert(*h)).collect()
+        self.inputs
+            .iter()
+            .flat_map(|i| i.chunks.iter().copied())
+            .filter(|h| seen.insert(*h))
+            .collect()
     }
 }
 
@@ -176,7 +188,10 @@ mod tests {
 
     #[test]
     fn bitmap_is_msb_first() {
-        assert_eq!(bitmap_encode(&[true, false, false, false, false, false, false, true, true]), vec![0x81, 0x80]);
+        assert_eq!(
+            bitmap_encode(&[true, false, false, false, false, false, false, true, true]),
+            vec![0x81, 0x80]
+        );
         assert!(bitmap_decode(&[0x81, 0x81], 9).is_none());
     }
 }

@@ -9,7 +9,9 @@ fn vectors() -> Value {
     let here = env!("CARGO_MANIFEST_DIR");
     let copy = std::fs::read_to_string(format!("{here}/tests/data/bitcoin.json")).unwrap();
     // The contract's copy beside the checkout wins where it exists; ours must equal it.
-    if let Ok(shared) = std::fs::read_to_string(format!("{here}/../../shared/test-vectors/bitcoin.json")) {
+    if let Ok(shared) =
+        std::fs::read_to_string(format!("{here}/../../shared/test-vectors/bitcoin.json"))
+    {
         assert_eq!(shared, copy, "protocol/tests/data/bitcoin.json is out of date with shared/");
     }
     serde_json::from_str(&copy).unwrap()
@@ -37,7 +39,11 @@ fn wif_to_address() {
         }
         assert_eq!(k.address().as_str(), s(e, "address"));
         assert_eq!(k.to_wif(), s(e, "wif"), "WIF round trip");
-        let secret = PrivateKey::from_secret_bytes(&hex::decode(s(e, "secret_hex")).unwrap(), k.is_compressed()).unwrap();
+        let secret = PrivateKey::from_secret_bytes(
+            &hex::decode(s(e, "secret_hex")).unwrap(),
+            k.is_compressed(),
+        )
+        .unwrap();
         assert_eq!(secret.address(), k.address());
     }
 }
@@ -61,8 +67,11 @@ fn signed_messages_verify_and_reproduce() {
         let recovered = cs.recover(&message_hash(msg)).unwrap();
         let pk = recovered.to_sec1_point(cs.compressed);
         assert_eq!(hex::encode(pk.as_bytes()), s(e, "recovered_pubkey_hex"));
-        if let (Some(secret), Some(true)) = (e["secret_hex"].as_str(), e["k256_rfc6979_reproduces_exactly"].as_bool()) {
-            let k = PrivateKey::from_secret_bytes(&hex::decode(secret).unwrap(), cs.compressed).unwrap();
+        if let (Some(secret), Some(true)) =
+            (e["secret_hex"].as_str(), e["k256_rfc6979_reproduces_exactly"].as_bool())
+        {
+            let k = PrivateKey::from_secret_bytes(&hex::decode(secret).unwrap(), cs.compressed)
+                .unwrap();
             assert_eq!(k.sign_message(msg), sig, "RFC6979 signature reproduces");
         }
     }
@@ -71,15 +80,18 @@ fn signed_messages_verify_and_reproduce() {
 #[test]
 fn must_reject() {
     for e in vectors()["must_reject"].as_array().unwrap() {
-        let err = identity::verify_message(s(e, "address"), s(e, "signature_base64"), s(e, "message"))
-            .expect_err(&e.to_string());
+        let err =
+            identity::verify_message(s(e, "address"), s(e, "signature_base64"), s(e, "message"))
+                .expect_err(&e.to_string());
         let expected = s(e, "expected");
         let ok = match expected {
             "ERR_NOT_SIGNED" => matches!(err, IdentityError::NotSigned(_)),
             "ERR_PUBKEY_NOT_RECOVERED" => matches!(err, IdentityError::PubkeyNotRecovered),
             "ERR_MALFORMED_SIGNATURE" => matches!(err, IdentityError::MalformedSignature(_)),
             x if x.starts_with("ERR_ADDRESS_NO_KEY") => matches!(err, IdentityError::Address(_)),
-            x if x.starts_with("does not cross verify") => matches!(err, IdentityError::NotSigned(_)),
+            x if x.starts_with("does not cross verify") => {
+                matches!(err, IdentityError::NotSigned(_))
+            }
             other => panic!("unknown expectation {other}"),
         };
         assert!(ok, "{expected}: got {err:?}");
@@ -89,7 +101,9 @@ fn must_reject() {
 #[test]
 fn high_s_is_refused() {
     for e in vectors()["policy_vectors"].as_array().unwrap() {
-        let err = identity::verify_message(s(e, "address"), s(e, "signature_base64"), s(e, "message")).unwrap_err();
+        let err =
+            identity::verify_message(s(e, "address"), s(e, "signature_base64"), s(e, "message"))
+                .unwrap_err();
         assert_eq!(err, IdentityError::HighS, "{e}");
     }
 }
