@@ -208,3 +208,23 @@ pub struct BookView {
     pub median_time_to_match_ms: Option<u64>,
     pub resting: Vec<RestingBid>,
 }
+
+/// `GET /v1/ledger`: the exchange's money totals. Conservation holds when
+/// `available_sat + blocked_sat + fees_sat == created_sat`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LedgerView {
+    /// Accounts seen so far (each was credited the starting capital once).
+    pub accounts: u64,
+    /// All money ever created (accounts × starting capital).
+    pub created_sat: Sat,
+    pub available_sat: Sat,
+    /// Escrow of open buy bids and unsettled transactions.
+    pub blocked_sat: Sat,
+    /// The fee account.
+    pub fees_sat: Sat,
+    pub open_bids: u64,
+    /// Transactions not settled yet.
+    pub open_txs: u64,
+    pub bids_total: u64,
+    pub txs_total: u64,
+}

@@ -1,0 +1,143 @@
+//! The ledger: available and blocked money per account, the fee account, and running
+//! totals so that conservation is checked in O(1) after every change.
+
+use std::collections::HashMap;
+
+use bitwrk_protocol::{Address, Sat};
+
+use super::CoreError;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Account {
+    available: u64,
+    blocked: u64,
+}
+
+/// Accounts, fee account and totals. Every method keeps `available + blocked + fees ==
+/// created`; [`Ledger::assert_conserved`] checks it and panics (stops the exchange) if not.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    starting_capital: u64,
+    accounts: HashMap<Address, Account>,
+    created: u64,
+    available_total: u64,
+    blocked_total: u64,
+    fees: u64,
+}
+
+impl Ledger {
+    pub fn new(starting_capital: Sat) -> Ledger {
+        Ledger {
+            starting_capital: starting_capital.0,
+            accounts: HashMap::new(),
+            created: 0,
+            available_total: 0,
+            blocked_total: 0,
+            fees: 0,
+        }
+    }
+
+    /// Credit the starting capital the first time an account is seen.
+    pub fn open_account(&mut self, a: &Address) {
+        if !self.accounts.contains_key(a) {
+            self.accounts
+                .insert(a.clone(), Account { available: self.starting_capital, blocked: 0 });
+            self.created = self
+                .created
+                .checked_add(self.starting_capital)
+                .expect("money created overflows u64");
+            self.available_total += self.starting_capital;
+        }
+    }
+
+    fn acct(&mut self, a: &Address) -> &mut Account {
+        self.accounts.get_mut(a).expect("ledger: account used before it was opened")
+    }
+
+    /// Move `amount` from available to blocked, or refuse if not enough is available.
+    pub fn block(&mut self, a: &Address, amount: Sat) -> Result<(), CoreError> {
+        let acct = self.acct(a);
+        if acct.available < amount.0 {
+            return Err(CoreError::InsufficientFunds { need: amount.0, available: acct.available });
+        }
+        acct.available -= amount.0;
+        acct.blocked += amount.0;
+        self.available_total -= amount.0;
+        self.blocked_total += amount.0;
+        Ok(())
+    }
+
+    /// Move `amount` from blocked back to available.
+    pub fn unblock(&mut self, a: &Address, amount: Sat) {
+        let acct = self.acct(a);
+        acct.blocked =
+            acct.blocked.checked_sub(amount.0).expect("ledger: unblocking more than is blocked");
+        acct.available += amount.0;
+        self.blocked_total -= amount.0;
+        self.available_total += amount.0;
+    }
+
+    /// Settle a trade: `price + fee` leave the buyer's blocked money, the price goes to
+    /// the seller's available money, the fee to the fee account.
+    pub fn pay(&mut self, buyer: &Address, seller: &Address, price: Sat, fee: Sat) {
+        let total = price.0 + fee.0;
+        let b = self.acct(buyer);
+        b.blocked = b.blocked.checked_sub(total).expect("ledger: paying more than is blocked");
+        self.acct(seller).available += price.0;
+        self.blocked_total -= total;
+        self.available_total += price.0;
+        self.fees += fee.0;
+    }
+
+    /// (available, blocked) of an account; an unseen account shows the starting capital.
+    pub fn balance(&self, a: &Address) -> (Sat, Sat) {
+        match self.accounts.get(a) {
+            Some(acct) => (Sat(acct.available), Sat(acct.blocked)),
+            None => (Sat(self.starting_capital), Sat::ZERO),
+        }
+    }
+
+    /// Capital credited to accounts seen from now on (a restart may change it).
+    pub fn set_starting_capital(&mut self, capital: Sat) {
+        self.starting_capital = capital.0;
+    }
+
+    pub fn accounts(&self) -> usize {
+        self.accounts.len()
+    }
+    pub fn created(&self) -> Sat {
+        Sat(self.created)
+    }
+    pub fn available_total(&self) -> Sat {
+        Sat(self.available_total)
+    }
+    pub fn blocked_total(&self) -> Sat {
+        Sat(self.blocked_total)
+    }
+    pub fn fees(&self) -> Sat {
+        Sat(self.fees)
+    }
+
+    /// (address, blocked) of every account.
+    pub fn iter(&self) -> impl Iterator<Item = (&Address, Sat)> {
+        self.accounts.iter().map(|(a, acct)| (a, Sat(acct.blocked)))
+    }
+
+    /// The conservation invariant, in O(1). Runs after every change in production.
+    pub fn assert_conserved(&self) {
+        let sum = self.available_total as u128 + self.blocked_total as u128 + self.fees as u128;
+        assert_eq!(
+            sum, self.created as u128,
+            "MONEY NOT CONSERVED: available {} + blocked {} + fees {} != created {}",
+            self.available_total, self.blocked_total, self.fees, self.created
+        );
+    }
+
+    /// The running totals equal the sums over all accounts (O(accounts)).
+    pub fn assert_sums(&self) {
+        let avail: u128 = self.accounts.values().map(|a| a.available as u128).sum();
+        let blocked: u128 = self.accounts.values().map(|a| a.blocked as u128).sum();
+        assert_eq!(avail, self.available_total as u128, "available total drifted");
+        assert_eq!(blocked, self.blocked_total as u128, "blocked total drifted");
+    }
+}

@@ -1,0 +1,805 @@
+//! Core tests: scenario checks (one line per case) and a property test that runs random
+//! bid/cancel/advance/action/replay sequences against a deliberately simple model.
+
+use std::sync::LazyLock;
+
+use bitwrk_protocol::api::{BidState, Deadlines};
+use bitwrk_protocol::message::{Message, Operation, receipt_text};
+use bitwrk_protocol::{
+    Hash32, Id, Manifest, Phase, PrivateKey, ReasonCode, Sat, Settlement, Side, TxAction, tx,
+};
+use proptest::prelude::*;
+
+use super::*;
+
+const EX: &str = "xtest";
+const CAPITAL: u64 = 10_000;
+const FEE_BPS: u32 = 300;
+const LIFETIME_MS: u64 = 120_000;
+
+static KEYS: LazyLock<Vec<PrivateKey>> = LazyLock::new(|| {
+    (1..=4u8).map(|i| PrivateKey::from_secret_bytes(&[i; 32], true).unwrap()).collect()
+});
+
+fn rules() -> Rules {
+    Rules {
+        exchange_id: EX.into(),
+        fee_bps: FEE_BPS,
+        bid_lifetime_ms: LIFETIME_MS,
+        deadlines: Deadlines::default(),
+        starting_capital: Sat(CAPITAL),
+    }
+}
+
+fn manifest() -> Manifest {
+    Manifest::from_toml(
+        r#"
+name = "t"
+version = "1.0.0"
+runtime = "native:blender-3.4"
+[[inputs]]
+name = "i"
+media_type = "text/plain"
+max_bytes = 10
+[[outputs]]
+name = "o"
+media_type = "text/plain"
+max_bytes = 10
+[limits]
+fuel = 1
+memory_bytes = 65536
+wall_ms = 1
+"#,
+    )
+    .unwrap()
+}
+
+/// A test harness: a core with one published article, and signed-command helpers.
+struct T {
+    core: Core,
+    now: u64,
+    nonce: u128,
+    article: Hash32,
+    n: u64,
+}
+
+impl T {
+    fn new() -> T {
+        let mut t = T {
+            core: Core::new(rules()),
+            now: 1_000_000,
+            nonce: 0,
+            article: manifest().id(),
+            n: 0,
+        };
+        let m = manifest();
+        let op = Operation::Publish { article: m.id(), module_sha256: Hash32::of(b""), size: 0 };
+        let signed = t.signed(0, op);
+        t.core.apply(&Command::Publish { signed, manifest: m }, t.now).unwrap();
+        t
+    }
+
+    fn signed(&mut self, who: usize, op: Operation) -> Signed {
+        self.nonce += 1;
+        let msg = Message {
+            exchange: EX.into(),
+            op,
+            nonce: self.nonce.to_le_bytes(),
+            valid_until: self.now / 1000 + 300,
+        };
+        Signed { signer: KEYS[who].address(), text: msg.encode() }
+    }
+
+    fn bid_cmd(&mut self, who: usize, side: Side, price: u64) -> Command {
+        let op = Operation::Bid { article: self.article, side, price: Sat(price) };
+        let signed = self.signed(who, op);
+        self.n += 1;
+        Command::Bid {
+            signed,
+            bid_id: Id::new(format!("b{}", self.n)).unwrap(),
+            tx_id: Id::new(format!("t{}", self.n)).unwrap(),
+        }
+    }
+
+    fn bid(&mut self, who: usize, side: Side, price: u64) -> Result<BidView, CoreError> {
+        let cmd = self.bid_cmd(who, side, price);
+        let r = self.core.apply(&cmd, self.now).map(|a| match a.answer {
+            Answer::Bid(b) => b,
+            other => panic!("{other:?}"),
+        });
+        self.core.check_full();
+        r
+    }
+
+    fn act(&mut self, who: usize, tx: &Id, action: TxAction) -> Result<TxView, CoreError> {
+        let signed = self.signed(who, Operation::Tx { tx: tx.clone(), action });
+        let r = self.core.apply(&Command::Tx { signed, tx: tx.clone() }, self.now).map(|a| match a
+            .answer
+        {
+            Answer::Tx(t) => t,
+            other => panic!("{other:?}"),
+        });
+        self.core.check_full();
+        r
+    }
+
+    fn avail(&self, who: usize) -> u64 {
+        self.core.account(&KEYS[who].address()).available_sat.0
+    }
+}
+
+/// Place bids in order as (who, side, price); check which bid each one matched (by its
+/// index in the list) and at what price.
+fn check_matches(bids: &[(usize, Side, u64)], expected: &[Option<(usize, u64)>]) {
+    let mut t = T::new();
+    let mut views = Vec::new();
+    for (i, &(who, side, price)) in bids.iter().enumerate() {
+        let v = t.bid(who, side, price).unwrap();
+        let got = v.tx.as_ref().map(|txid| {
+            let tx = t.core.tx(txid).unwrap();
+            let other = if side == Side::Buy { &tx.sell_bid } else { &tx.buy_bid };
+            let idx = views.iter().position(|b: &BidView| &b.id == other).unwrap();
+            (idx, tx.price_sat.0)
+        });
+        assert_eq!(got, expected[i], "bid #{i} {side:?} at {price}");
+        views.push(v);
+    }
+}
+
+#[test]
+fn price_time_priority_and_older_price() {
+    use Side::*;
+    // A buy meets the cheapest sell; the older bid's price is the trade price.
+    check_matches(&[(0, Sell, 100), (1, Sell, 90), (2, Buy, 120)], &[None, None, Some((1, 90))]);
+    // Among equal prices the older one matches first.
+    check_matches(
+        &[(0, Sell, 100), (1, Sell, 100), (2, Buy, 100), (3, Buy, 100)],
+        &[None, None, Some((0, 100)), Some((1, 100))],
+    );
+    // A sell meets the highest buy at the buy's (older) price.
+    check_matches(&[(0, Buy, 50), (1, Buy, 80), (2, Sell, 10)], &[None, None, Some((1, 80))]);
+    // No cross, no match.
+    check_matches(&[(0, Buy, 50), (1, Sell, 51)], &[None, None]);
+}
+
+#[test]
+fn escrow_refund_of_difference_and_fees() {
+    let mut t = T::new();
+    t.bid(1, Side::Sell, 100).unwrap();
+    // Buy at 1000 blocks 1000 + 30; matches at 100 → escrow 100 + 3, 927 back at once.
+    let b = t.bid(2, Side::Buy, 1000).unwrap();
+    assert_eq!(b.state, BidState::Matched);
+    assert_eq!(b.blocked_sat, Sat(103));
+    assert_eq!(t.avail(2), CAPITAL - 103);
+    let acct = t.core.account(&KEYS[2].address());
+    assert_eq!(acct.blocked_sat, Sat(103));
+    // Fee rounds up: 101 sat at 3 % is 3.03 → 4.
+    t.bid(1, Side::Sell, 101).unwrap();
+    let b = t.bid(3, Side::Buy, 101).unwrap();
+    assert_eq!(b.blocked_sat, Sat(105));
+    // Not enough money.
+    assert_eq!(t.bid(3, Side::Buy, CAPITAL).unwrap_err().code(), "insufficient_funds");
+}
+
+#[test]
+fn full_trade_pays_seller_and_fee() {
+    let mut t = T::new();
+    t.bid(1, Side::Sell, 1000).unwrap();
+    let b = t.bid(2, Side::Buy, 1000).unwrap();
+    let txid = b.tx.unwrap();
+    let work = Hash32::of(b"work");
+    let secret = [9u8; 32];
+    assert_eq!(t.act(1, &txid, TxAction::Accept).unwrap_err().code(), "not_party");
+    assert_eq!(t.act(2, &txid, TxAction::Accept).unwrap_err().code(), "wrong_phase");
+    let v = t
+        .act(
+            2,
+            &txid,
+            TxAction::EstablishBuyer {
+                work_hash: work,
+                secret_hash: tx::secret_hash(&work, &secret),
+            },
+        )
+        .unwrap();
+    assert_eq!(v.phase, Phase::BuyerEstablished);
+    let v = t
+        .act(1, &txid, TxAction::EstablishSeller { worker_url: "http://127.0.0.1:1/".into() })
+        .unwrap();
+    assert_eq!(v.phase, Phase::Transmitting);
+    assert_eq!(
+        v.deadline_ms,
+        Some(v.matched_ms + 180_000),
+        "deadlines count from the previous deadline"
+    );
+    assert_eq!(
+        t.act(1, &txid, TxAction::Secret { secret: [8; 32] }).unwrap_err().code(),
+        "bad_secret"
+    );
+    t.act(1, &txid, TxAction::Secret { secret }).unwrap();
+    let enc = Hash32::of(b"enc");
+    let bad_receipt = KEYS[1].sign_message(&receipt_text(EX, &txid, &enc));
+    let r = t.act(
+        1,
+        &txid,
+        TxAction::Result { enc_result_hash: enc, receipt: bad_receipt, result_key: [1; 32] },
+    );
+    assert_eq!(r.unwrap_err().code(), "bad_receipt");
+    let receipt = KEYS[2].sign_message(&receipt_text(EX, &txid, &enc));
+    t.act(1, &txid, TxAction::Result { enc_result_hash: enc, receipt, result_key: [1; 32] })
+        .unwrap();
+    let v = t.act(2, &txid, TxAction::Accept).unwrap();
+    assert_eq!((v.phase, v.settlement), (Phase::Finished, Some(Settlement::PaidSeller)));
+    assert_eq!(t.avail(1), CAPITAL + 1000);
+    assert_eq!(t.avail(2), CAPITAL - 1030);
+    assert_eq!(t.core.ledger_view().fees_sat, Sat(30));
+    assert_eq!(t.act(2, &txid, TxAction::Accept).unwrap_err().code(), "tx_closed");
+}
+
+#[test]
+fn deadlines_refund_or_pay() {
+    // (phase reached by actions, expected settlement when its deadline passes)
+    let cases: &[(usize, Settlement)] = &[
+        (0, Settlement::RefundedBuyer), // establishing
+        (1, Settlement::RefundedBuyer), // buyer_established
+        (2, Settlement::RefundedBuyer), // transmitting
+        (3, Settlement::RefundedBuyer), // working
+        (4, Settlement::PaidSeller),    // unverified
+        (5, Settlement::PaidSeller),    // result_disputed
+    ];
+    for &(steps, expect) in cases {
+        let mut t = T::new();
+        t.bid(1, Side::Sell, 500).unwrap();
+        let txid = t.bid(2, Side::Buy, 500).unwrap().tx.unwrap();
+        let work = Hash32::of(b"w");
+        let secret = [3u8; 32];
+        let enc = Hash32::of(b"e");
+        let receipt = KEYS[2].sign_message(&receipt_text(EX, &txid, &enc));
+        let actions: Vec<(usize, TxAction)> = vec![
+            (
+                2,
+                TxAction::EstablishBuyer {
+                    work_hash: work,
+                    secret_hash: tx::secret_hash(&work, &secret),
+                },
+            ),
+            (1, TxAction::EstablishSeller { worker_url: "https://s/".into() }),
+            (1, TxAction::Secret { secret }),
+            (1, TxAction::Result { enc_result_hash: enc, receipt, result_key: [0; 32] }),
+            (2, TxAction::RejectResult),
+        ];
+        for (who, a) in actions.into_iter().take(steps) {
+            t.act(who, &txid, a).unwrap();
+        }
+        let before = t.core.tx(&txid).unwrap();
+        let deadline = before.deadline_ms.unwrap();
+        t.core.advance(deadline - 1);
+        assert_eq!(t.core.tx(&txid).unwrap().settlement, None);
+        t.core.advance(deadline);
+        let after = t.core.tx(&txid).unwrap();
+        assert_eq!(after.settlement, Some(expect), "after {steps} steps in {}", before.phase);
+        assert_eq!(after.phase, before.phase);
+        assert!(after.version > before.version);
+        t.core.check_full();
+    }
+}
+
+#[test]
+fn bids_expire_and_cancel_unblocks() {
+    let mut t = T::new();
+    let b = t.bid(2, Side::Buy, 100).unwrap();
+    assert_eq!(t.avail(2), CAPITAL - 103);
+    t.core.advance(b.expires_ms);
+    assert_eq!(t.core.bid(&b.id).unwrap().state, BidState::Expired);
+    assert_eq!(t.avail(2), CAPITAL);
+    t.now = b.expires_ms;
+    let b = t.bid(2, Side::Buy, 100).unwrap();
+    let signed = t.signed(1, Operation::Cancel { bid: b.id.clone() });
+    assert_eq!(
+        t.core.apply(&Command::Cancel { signed, bid: b.id.clone() }, t.now).unwrap_err().code(),
+        "not_owner"
+    );
+    let signed = t.signed(2, Operation::Cancel { bid: b.id.clone() });
+    t.core.apply(&Command::Cancel { signed: signed.clone(), bid: b.id.clone() }, t.now).unwrap();
+    assert_eq!(t.avail(2), CAPITAL);
+    // The same envelope again: the first answer, nothing changes.
+    let again = t.core.apply(&Command::Cancel { signed, bid: b.id.clone() }, t.now).unwrap();
+    assert!(!again.changed_state);
+    let signed = t.signed(2, Operation::Cancel { bid: b.id.clone() });
+    assert_eq!(
+        t.core.apply(&Command::Cancel { signed, bid: b.id }, t.now).unwrap_err().code(),
+        "bid_not_open"
+    );
+}
+
+#[test]
+fn message_checks() {
+    let mut t = T::new();
+    let cmd = t.bid_cmd(1, Side::Sell, 10);
+    // Wrong endpoint for the op.
+    let Command::Bid { signed, .. } = cmd.clone() else { unreachable!() };
+    let wrong = Command::Cancel { signed: signed.clone(), bid: Id::new("b1").unwrap() };
+    assert_eq!(t.core.apply(&wrong, t.now).unwrap_err().code(), "wrong_op");
+    // Expired and too far ahead.
+    assert_eq!(t.core.apply(&cmd, t.now + 301_000).unwrap_err().code(), "expired");
+    let mut m = Message::parse(&signed.text).unwrap();
+    m.valid_until = t.now / 1000 + 601;
+    let far = Command::Bid {
+        signed: Signed { text: m.encode(), ..signed.clone() },
+        bid_id: Id::new("bx").unwrap(),
+        tx_id: Id::new("tx").unwrap(),
+    };
+    let mut t2 = T::new();
+    assert_eq!(t2.core.apply(&far, t2.now).unwrap_err().code(), "too_far_ahead");
+    // Another exchange.
+    m.valid_until = t.now / 1000 + 10;
+    m.exchange = "other".into();
+    let other = Command::Bid {
+        signed: Signed { text: m.encode(), ..signed.clone() },
+        bid_id: Id::new("by").unwrap(),
+        tx_id: Id::new("ty").unwrap(),
+    };
+    assert_eq!(t2.core.apply(&other, t2.now).unwrap_err().code(), "wrong_exchange");
+    // Same nonce, other text: 409.
+    let mut t3 = T::new();
+    t3.core.apply(&cmd, t3.now).unwrap();
+    let mut m = Message::parse(&signed.text).unwrap();
+    m.op = Operation::Bid { article: t3.article, side: Side::Sell, price: Sat(11) };
+    let reused = Command::Bid {
+        signed: Signed { text: m.encode(), ..signed },
+        bid_id: Id::new("bz").unwrap(),
+        tx_id: Id::new("tz").unwrap(),
+    };
+    assert_eq!(t3.core.apply(&reused, t3.now).unwrap_err().code(), "nonce_reused");
+    // Unpublished article, bad price.
+    let mut t4 = T::new();
+    t4.article = Hash32::of(b"nothing");
+    assert_eq!(t4.bid(1, Side::Sell, 5).unwrap_err().code(), "unknown_article");
+    let mut t5 = T::new();
+    assert_eq!(t5.bid(1, Side::Sell, 0).unwrap_err().code(), "bad_price");
+}
+
+#[test]
+fn book_view_explains() {
+    let mut t = T::new();
+    t.bid(1, Side::Sell, 1200).unwrap();
+    t.bid(1, Side::Sell, 1200).unwrap();
+    t.bid(2, Side::Buy, 900).unwrap();
+    let b = t.core.book(&t.article).unwrap();
+    assert_eq!(b.sells, vec![Level { price_sat: Sat(1200), count: 2 }]);
+    assert_eq!(b.buys, vec![Level { price_sat: Sat(900), count: 1 }]);
+    let buy = b.resting.iter().find(|r| r.side == Side::Buy).unwrap();
+    assert_eq!(buy.reason, "no seller at or below 900 sat; best ask 1200 sat");
+    let sell = b.resting.iter().find(|r| r.side == Side::Sell).unwrap();
+    assert_eq!(sell.reason, "no buyer at or above 1200 sat; best bid 900 sat");
+    t.now += 5000;
+    t.bid(3, Side::Buy, 1300).unwrap();
+    let b = t.core.book(&t.article).unwrap();
+    assert_eq!(b.last_price_sat, Some(Sat(1200)));
+    assert_eq!(b.median_time_to_match_ms, Some(5000));
+}
+
+// ---------- the property test against a simple model ----------
+
+#[derive(Debug, Clone)]
+enum Op {
+    Bid { who: usize, buy: bool, price: u64 },
+    Cancel { who: usize, bid: usize },
+    Advance { ms: u64 },
+    Act { tx: usize, by_buyer: bool, kind: u8, smart: bool },
+    Replay,
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..4usize, any::<bool>(), 1..3000u64).prop_map(|(who, buy, price)| Op::Bid { who, buy, price }),
+        1 => (0..4usize, any::<usize>()).prop_map(|(who, bid)| Op::Cancel { who, bid }),
+        2 => prop_oneof![4 => 0..5_000u64, 1 => 0..400_000u64].prop_map(|ms| Op::Advance { ms }),
+        6 => (any::<usize>(), any::<bool>(), 0..8u8, prop::bool::weighted(0.8))
+            .prop_map(|(tx, by_buyer, kind, smart)| Op::Act { tx, by_buyer, kind, smart }),
+        1 => Just(Op::Replay),
+    ]
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct MBid {
+    owner: usize,
+    buy: bool,
+    price: u64,
+    blocked: u64,
+    state: BidState,
+    expires: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct MTx {
+    buyer: usize,
+    seller: usize,
+    price: u64,
+    fee: u64,
+    phase: Phase,
+    deadline: u64,
+    settled: Option<Settlement>,
+}
+
+/// The model: vectors and linear scans, the rules written out as plainly as possible.
+#[derive(Default)]
+struct Model {
+    seen: [bool; 4],
+    avail: [u64; 4],
+    blocked: [u64; 4],
+    fees: u64,
+    bids: Vec<MBid>,
+    txs: Vec<MTx>,
+}
+
+fn fee_of(price: u64) -> u64 {
+    (price * FEE_BPS as u64).div_ceil(10_000)
+}
+
+impl Model {
+    fn advance(&mut self, now: u64) {
+        // Fire in time order; at equal times bids before transactions (as the core).
+        loop {
+            let bid = self
+                .bids
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.state == BidState::Open && b.expires <= now)
+                .min_by_key(|(i, b)| (b.expires, *i));
+            let tx = self
+                .txs
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.settled.is_none() && t.deadline <= now)
+                .min_by_key(|(i, t)| (t.deadline, *i));
+            match (bid.map(|(i, b)| (b.expires, i)), tx.map(|(i, t)| (t.deadline, i))) {
+                (Some((bt, bi)), Some((tt, _))) if bt <= tt => self.expire(bi),
+                (Some((_, bi)), None) => self.expire(bi),
+                (_, Some((_, ti))) => {
+                    let t = &mut self.txs[ti];
+                    let pay = matches!(t.phase, Phase::Unverified | Phase::ResultDisputed);
+                    let t = t.clone();
+                    self.settle(ti, &t, pay);
+                }
+                (None, None) => break,
+            }
+        }
+    }
+
+    fn expire(&mut self, i: usize) {
+        let b = &mut self.bids[i];
+        b.state = BidState::Expired;
+        self.blocked[b.owner] -= b.blocked;
+        self.avail[b.owner] += b.blocked;
+    }
+
+    fn settle(&mut self, i: usize, t: &MTx, pay: bool) {
+        self.txs[i].settled =
+            Some(if pay { Settlement::PaidSeller } else { Settlement::RefundedBuyer });
+        self.blocked[t.buyer] -= t.price + t.fee;
+        if pay {
+            self.avail[t.seller] += t.price;
+            self.fees += t.fee;
+        } else {
+            self.avail[t.buyer] += t.price + t.fee;
+        }
+    }
+
+    fn bid(
+        &mut self,
+        who: usize,
+        buy: bool,
+        price: u64,
+        now: u64,
+    ) -> Result<Option<usize>, &'static str> {
+        if !self.seen[who] {
+            self.seen[who] = true;
+            self.avail[who] = CAPITAL;
+        }
+        let blocked = if buy { price + fee_of(price) } else { 0 };
+        if self.avail[who] < blocked {
+            return Err("insufficient_funds");
+        }
+        self.avail[who] -= blocked;
+        self.blocked[who] += blocked;
+        // Best counter bid: linear scan; lowest sell / highest buy, then oldest.
+        let counter = self
+            .bids
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| {
+                b.state == BidState::Open
+                    && b.buy != buy
+                    && if buy { b.price <= price } else { b.price >= price }
+            })
+            .min_by_key(|(i, b)| (if buy { b.price } else { u64::MAX - b.price }, *i))
+            .map(|(i, _)| i);
+        self.bids.push(MBid {
+            owner: who,
+            buy,
+            price,
+            blocked,
+            state: BidState::Open,
+            expires: now + LIFETIME_MS,
+        });
+        let me = self.bids.len() - 1;
+        let Some(c) = counter else { return Ok(None) };
+        let p = self.bids[c].price;
+        let (bi, si) = if buy { (me, c) } else { (c, me) };
+        let escrow = p + fee_of(p);
+        let (buyer, seller) = (self.bids[bi].owner, self.bids[si].owner);
+        let refund = self.bids[bi].blocked - escrow;
+        self.blocked[buyer] -= refund;
+        self.avail[buyer] += refund;
+        self.bids[bi].blocked = escrow;
+        self.bids[bi].state = BidState::Matched;
+        self.bids[si].state = BidState::Matched;
+        self.txs.push(MTx {
+            buyer,
+            seller,
+            price: p,
+            fee: fee_of(p),
+            phase: Phase::Establishing,
+            deadline: now + 60_000,
+            settled: None,
+        });
+        Ok(Some(self.txs.len() - 1))
+    }
+
+    fn act(
+        &mut self,
+        i: usize,
+        by_buyer: bool,
+        signer: usize,
+        kind: u8,
+    ) -> Result<(), &'static str> {
+        let t = self.txs[i].clone();
+        // kinds: 0 est-buyer, 1 est-seller, 2 secret ok, 3 secret wrong, 4 result, 5 accept, 6 reject_result, 7 reject_work
+        let needs_buyer = matches!(kind, 0 | 5 | 6);
+        let party = if needs_buyer { t.buyer } else { t.seller };
+        let _ = by_buyer;
+        if party != signer {
+            return Err("not_party");
+        }
+        if t.settled.is_some() {
+            return Err("tx_closed");
+        }
+        use Phase::*;
+        let d = Deadlines::default();
+        let (next, add) = match (kind, t.phase) {
+            (0, Establishing) => (BuyerEstablished, 0),
+            (0, SellerEstablished) => (Transmitting, d.transmitting_s),
+            (1, Establishing) => (SellerEstablished, 0),
+            (1, BuyerEstablished) => (Transmitting, d.transmitting_s),
+            (2, Transmitting) => (Working, d.working_s),
+            (3, Transmitting) => return Err("bad_secret"),
+            (4, Working) => (Unverified, d.unverified_s),
+            (5, Unverified) => (Finished, 0),
+            (6, Unverified) => (ResultDisputed, d.result_disputed_s),
+            (7, Transmitting | Working) => (WorkDisputed, 0),
+            _ => return Err("wrong_phase"),
+        };
+        self.txs[i].phase = next;
+        self.txs[i].deadline += add * 1000;
+        match next {
+            Finished => self.settle(i, &t, true),
+            WorkDisputed => self.settle(i, &t, false),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn run_sequence(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut t = T::new();
+    let mut m = Model::default();
+    let mut bid_ids: Vec<Id> = Vec::new();
+    let mut tx_ids: Vec<Id> = Vec::new();
+    let work = Hash32::of(b"w");
+    let secret = [5u8; 32];
+    let mut last: Option<(Command, Answer, u64)> = None;
+    for op in ops {
+        match op {
+            Op::Bid { who, buy, price } => {
+                let side = if buy { Side::Buy } else { Side::Sell };
+                let cmd = t.bid_cmd(who, side, price);
+                m.advance(t.now);
+                let got = t.core.apply(&cmd, t.now);
+                let want = m.bid(who, buy, price, t.now);
+                match (&got, want) {
+                    (Ok(a), Ok(tx)) => {
+                        let Answer::Bid(b) = &a.answer else { panic!() };
+                        bid_ids.push(b.id.clone());
+                        prop_assert_eq!(b.tx.is_some(), tx.is_some());
+                        if let Some(txid) = &b.tx {
+                            tx_ids.push(txid.clone());
+                        }
+                        let valid_until = Message::parse(&signed_text(&cmd)).unwrap().valid_until;
+                        last = Some((cmd, a.answer.clone(), valid_until));
+                    }
+                    (Err(e), Err(code)) => prop_assert_eq!(e.code(), code),
+                    (g, w) => prop_assert!(false, "core {:?} model {:?}", g, w),
+                }
+            }
+            Op::Cancel { who, bid } => {
+                if bid_ids.is_empty() {
+                    continue;
+                }
+                let i = bid % bid_ids.len();
+                let id = bid_ids[i].clone();
+                let signed = t.signed(who, Operation::Cancel { bid: id.clone() });
+                m.advance(t.now);
+                let got = t.core.apply(&Command::Cancel { signed, bid: id }, t.now);
+                let b = &m.bids[i];
+                let want = if b.owner != who {
+                    Err("not_owner")
+                } else if b.state != BidState::Open {
+                    Err("bid_not_open")
+                } else {
+                    Ok(())
+                };
+                match (&got, want) {
+                    (Ok(_), Ok(())) => {
+                        let b = &mut m.bids[i];
+                        b.state = BidState::Cancelled;
+                        m.blocked[b.owner] -= b.blocked;
+                        m.avail[b.owner] += b.blocked;
+                    }
+                    (Err(e), Err(code)) => prop_assert_eq!(e.code(), code),
+                    (g, w) => prop_assert!(false, "cancel: core {:?} model {:?}", g, w),
+                }
+            }
+            Op::Advance { ms } => {
+                t.now += ms;
+                t.core.advance(t.now);
+                m.advance(t.now);
+            }
+            Op::Act { tx, mut by_buyer, mut kind, smart } => {
+                if tx_ids.is_empty() {
+                    continue;
+                }
+                // Mostly act on the newest transactions, and mostly with the action the
+                // phase expects, so that sequences reach the late phases.
+                let i = if smart {
+                    tx_ids.len() - 1 - tx % tx_ids.len().min(3)
+                } else {
+                    tx % tx_ids.len()
+                };
+                let id = tx_ids[i].clone();
+                m.advance(t.now);
+                let mt = m.txs[i].clone();
+                if smart {
+                    kind = match mt.phase {
+                        Phase::Establishing => {
+                            if by_buyer {
+                                0
+                            } else {
+                                1
+                            }
+                        }
+                        Phase::BuyerEstablished => 1,
+                        Phase::SellerEstablished => 0,
+                        Phase::Transmitting => {
+                            if kind == 7 {
+                                7
+                            } else {
+                                2
+                            }
+                        }
+                        Phase::Working => {
+                            if kind == 7 {
+                                7
+                            } else {
+                                4
+                            }
+                        }
+                        Phase::Unverified => {
+                            if by_buyer {
+                                5
+                            } else {
+                                6
+                            }
+                        }
+                        _ => kind,
+                    };
+                    by_buyer = matches!(kind, 0 | 5 | 6);
+                }
+                let signer = if by_buyer { mt.buyer } else { mt.seller };
+                let enc = Hash32::of(b"enc");
+                let action = match kind {
+                    0 => TxAction::EstablishBuyer {
+                        work_hash: work,
+                        secret_hash: tx::secret_hash(&work, &secret),
+                    },
+                    1 => TxAction::EstablishSeller { worker_url: "http://w/".into() },
+                    2 => TxAction::Secret { secret },
+                    3 => TxAction::Secret { secret: [6; 32] },
+                    4 => TxAction::Result {
+                        enc_result_hash: enc,
+                        receipt: KEYS[mt.buyer].sign_message(&receipt_text(EX, &id, &enc)),
+                        result_key: [1; 32],
+                    },
+                    5 => TxAction::Accept,
+                    6 => TxAction::RejectResult,
+                    _ => TxAction::RejectWork { reason: ReasonCode::Trap },
+                };
+                let got = t.act(signer, &id, action);
+                let want = m.act(i, by_buyer, signer, kind);
+                match (&got, want) {
+                    (Ok(v), Ok(())) => prop_assert_eq!(v.phase, m.txs[i].phase),
+                    (Err(e), Err(code)) => prop_assert_eq!(e.code(), code),
+                    (g, w) => prop_assert!(false, "act {}: core {:?} model {:?}", kind, g, w),
+                }
+            }
+            Op::Replay => {
+                if let Some((cmd, answer, valid_until)) = &last {
+                    let got = t.core.apply(cmd, t.now);
+                    m.advance(t.now);
+                    if t.now / 1000 > *valid_until {
+                        prop_assert_eq!(got.unwrap_err().code(), "expired");
+                    } else {
+                        let got = got.unwrap();
+                        prop_assert!(!got.changed_state);
+                        prop_assert_eq!(&got.answer, answer);
+                    }
+                }
+            }
+        }
+        // Compare everything after every step.
+        t.core.check_full();
+        for who in 0..4 {
+            let a = t.core.account(&KEYS[who].address());
+            let (avail, blocked) =
+                if m.seen[who] { (m.avail[who], m.blocked[who]) } else { (CAPITAL, 0) };
+            prop_assert_eq!(
+                (a.available_sat.0, a.blocked_sat.0),
+                (avail, blocked),
+                "account {}",
+                who
+            );
+        }
+        let l = t.core.ledger_view();
+        prop_assert_eq!(l.fees_sat.0, m.fees);
+        prop_assert_eq!(l.available_sat.0 + l.blocked_sat.0 + l.fees_sat.0, l.created_sat.0);
+        for (i, id) in bid_ids.iter().enumerate() {
+            let b = t.core.bid(id).unwrap();
+            prop_assert_eq!(
+                (b.state, b.blocked_sat.0),
+                (m.bids[i].state, m.bids[i].blocked),
+                "bid {}",
+                i
+            );
+        }
+        for (i, id) in tx_ids.iter().enumerate() {
+            let x = t.core.tx(id).unwrap();
+            let mt = &m.txs[i];
+            prop_assert_eq!(
+                (x.phase, x.settlement, x.price_sat.0, x.fee_sat.0),
+                (mt.phase, mt.settled, mt.price, mt.fee),
+                "tx {}",
+                i
+            );
+            if mt.settled.is_none() {
+                prop_assert_eq!(x.deadline_ms, Some(mt.deadline));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn signed_text(cmd: &Command) -> String {
+    match cmd {
+        Command::Bid { signed, .. }
+        | Command::Cancel { signed, .. }
+        | Command::Tx { signed, .. }
+        | Command::Publish { signed, .. } => signed.text.clone(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #[test]
+    fn core_agrees_with_the_model(ops in proptest::collection::vec(arb_op(), 1..80)) {
+        run_sequence(ops)?;
+    }
+}

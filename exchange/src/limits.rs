@@ -1,0 +1,60 @@
+//! Every limit of the exchange in one place, each with the reason for its number.
+
+use std::time::Duration;
+
+/// Largest JSON body of a signed request (an envelope is < 5 KiB: the signed text is at
+/// most 4 KiB, see `bitwrk_protocol::message::MESSAGE_BYTES_MAX`), with room to spare.
+pub const BODY_BYTES_MAX: usize = 16 * 1024;
+
+/// Largest article module (a wasm component). Real articles are a few hundred KiB to a
+/// few MiB; 32 MiB leaves room for a large one without letting a publisher fill the disk.
+pub const MODULE_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+/// Largest publish body: the module in base64 (4/3 of the bytes) plus the manifest
+/// (`bitwrk_protocol::manifest::caps::MANIFEST_BYTES_MAX`) and the envelope.
+pub const PUBLISH_BODY_BYTES_MAX: usize = MODULE_BYTES_MAX / 3 * 4 + 4 + 128 * 1024;
+
+/// Longest a long poll may wait: well below common proxy idle timeouts (90-120 s).
+pub const WAIT_MS_MAX: u64 = 60_000;
+
+/// Whole-request timeout at the HTTP edge; above [`WAIT_MS_MAX`] so long polls end by
+/// themselves first.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Most requests being served at once; beyond that new ones wait (backpressure instead of
+/// unbounded memory). Long polls count, so this is well above the expected host count.
+pub const CONCURRENT_REQUESTS_MAX: usize = 8192;
+
+/// Most write requests queued for the writer task. A full queue makes handlers wait.
+pub const WRITER_QUEUE_MAX: usize = 8192;
+
+/// Most requests committed in one SQLite transaction (one fsync). Large enough that a
+/// burst commits in a few groups, small enough that one group commits in milliseconds.
+pub const COMMIT_GROUP_MAX: usize = 2048;
+
+/// Highest bid price: all bitcoin there will ever be (21 million BTC). Keeps
+/// `price + fee` and every sum of balances far from u64 overflow.
+pub const PRICE_SAT_MAX: u64 = 21_000_000 * 100_000_000;
+
+/// Highest fee: 100 % (a fee above the price makes no sense and would break the
+/// guarantee that the fee is at most the price).
+pub const FEE_BPS_MAX: u32 = 10_000;
+
+/// Most resting bids the book view explains one by one (the depth table covers all).
+pub const BOOK_RESTING_SHOWN_MAX: usize = 100;
+
+/// How many recent matches the median time-to-match is taken over, per article.
+pub const MATCH_TIMES_KEPT: usize = 256;
+
+/// Default per-IP request rate (requests per second, with a burst of twice that).
+/// Generous: a busy host sends a few requests per trade. 0 switches the limit off.
+pub const RATE_LIMIT_PER_S_DEFAULT: u32 = 1000;
+
+/// Most distinct IPs the rate limiter remembers; beyond that the idle ones are dropped.
+pub const RATE_LIMIT_IPS_MAX: usize = 65_536;
+
+/// Most address → public key entries the signature cache keeps (33 bytes each + address).
+pub const KEY_CACHE_MAX: usize = 1_000_000;
+
+/// Most articles the registry accepts (each publish stores a manifest and maybe a module).
+pub const ARTICLES_MAX: usize = 100_000;

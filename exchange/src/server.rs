@@ -1,0 +1,939 @@
+//! The HTTP shell around the core: axum routes, signature checks with a key cache, the
+//! writer task that applies commands and commits them to SQLite in groups, the deadline
+//! timer, long polls, the per-IP rate limit and JSON errors for everything.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use bitwrk_protocol::api::{ApiLimits, ErrorBody, Info, PublishRequest, WaitQuery};
+use bitwrk_protocol::identity::{CompactSignature, message_hash, verify_with_key};
+use bitwrk_protocol::manifest::Runtime;
+use bitwrk_protocol::message::{Message, Operation, VALID_AHEAD_S_MAX};
+use bitwrk_protocol::{Address, Envelope, Hash32, Id};
+use k256::ecdsa::VerifyingKey;
+use tokio::sync::{mpsc, oneshot, watch};
+use tower::limit::ConcurrencyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::Config;
+use crate::core::{Answer, Command, Core, CoreError, Rules, Signed};
+use crate::limits::{
+    BODY_BYTES_MAX, COMMIT_GROUP_MAX, CONCURRENT_REQUESTS_MAX, KEY_CACHE_MAX, MODULE_BYTES_MAX,
+    PUBLISH_BODY_BYTES_MAX, RATE_LIMIT_IPS_MAX, REQUEST_TIMEOUT, WAIT_MS_MAX, WRITER_QUEUE_MAX,
+};
+use crate::store::{LogEntry, Reader, Store};
+
+/// Long-poll wait when `after_version` is given without `wait_ms`.
+const WAIT_MS_DEFAULT: u64 = 30_000;
+/// Shards of the change notification: a change wakes only the waiters of its shard.
+const NOTIFY_SHARDS: usize = 64;
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+// ---------- errors ----------
+
+/// An API error: a 4xx with `{"error": code, "message": text}`, or a 500 "internal".
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into() }
+    }
+    fn not_found(what: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+    fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    fn internal(cause: impl std::fmt::Display) -> ApiError {
+        tracing::error!(%cause, "internal error");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> ApiError {
+        let status = match &e {
+            CoreError::BadMessage(_)
+            | CoreError::WrongExchange { .. }
+            | CoreError::Expired { .. }
+            | CoreError::TooFarAhead { .. }
+            | CoreError::WrongOp { .. }
+            | CoreError::IdMismatch { .. }
+            | CoreError::BadPrice(_)
+            | CoreError::BadSecret
+            | CoreError::BadReceipt(_) => StatusCode::BAD_REQUEST,
+            CoreError::InsufficientFunds { .. } => StatusCode::PAYMENT_REQUIRED,
+            CoreError::NotOwner { .. } | CoreError::NotParty { .. } => StatusCode::FORBIDDEN,
+            CoreError::UnknownArticle(_) | CoreError::UnknownBid(_) | CoreError::UnknownTx(_) => {
+                StatusCode::NOT_FOUND
+            }
+            CoreError::NonceReused(_)
+            | CoreError::BidNotOpen { .. }
+            | CoreError::WrongPhase { .. }
+            | CoreError::TxClosed { .. }
+            | CoreError::IdTaken(_)
+            | CoreError::RegistryFull => StatusCode::CONFLICT,
+            CoreError::BadManifest(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError { status, code: e.code(), message: e.to_string() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: self.code.to_string(), message: self.message };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The code for a status that a layer (not a handler) produced.
+fn code_for_status(s: StatusCode) -> &'static str {
+    match s {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    }
+}
+
+/// Every error answer is JSON: rewrite the plain ones that axum or tower layers produce.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let message = status.canonical_reason().unwrap_or("error").to_string();
+        let body = ErrorBody { error: code_for_status(status).to_string(), message };
+        return (status, Json(body)).into_response();
+    }
+    resp
+}
+
+// ---------- the writer ----------
+
+enum Job {
+    Apply {
+        cmd: Command,
+        module: Option<(Hash32, Vec<u8>)>,
+        reply: oneshot::Sender<Result<Answer, CoreError>>,
+    },
+    Tick,
+    /// Commit what came before and stop (shutdown).
+    Stop,
+}
+
+/// Change notifications for long polls, sharded by id.
+struct Notifier {
+    shards: Vec<watch::Sender<u64>>,
+}
+
+impl Notifier {
+    fn new() -> Notifier {
+        Notifier { shards: (0..NOTIFY_SHARDS).map(|_| watch::channel(0).0).collect() }
+    }
+    fn shard(&self, id: &Id) -> &watch::Sender<u64> {
+        let h = id.as_str().bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+        &self.shards[(h % NOTIFY_SHARDS as u64) as usize]
+    }
+    fn notify(&self, id: &Id) {
+        self.shard(id).send_modify(|v| *v += 1);
+    }
+    fn subscribe(&self, id: &Id) -> watch::Receiver<u64> {
+        self.shard(id).subscribe()
+    }
+}
+
+#[derive(Default)]
+struct Metrics {
+    commands_committed: AtomicU64,
+    commit_groups: AtomicU64,
+    bids_accepted: AtomicU64,
+    requests_refused: AtomicU64,
+    signature_recoveries: AtomicU64,
+    signature_cache_hits: AtomicU64,
+    rate_limited: AtomicU64,
+}
+
+/// The writer: applies commands to the core in arrival order and commits each group of
+/// accepted ones in one SQLite transaction; only then are they answered and announced.
+fn writer_loop(
+    mut rx: mpsc::Receiver<Job>,
+    mut store: Store,
+    core: Arc<Mutex<Core>>,
+    notifier: Arc<Notifier>,
+    next_deadline: watch::Sender<Option<u64>>,
+    metrics: Arc<Metrics>,
+) {
+    let mut batch = Vec::with_capacity(COMMIT_GROUP_MAX);
+    let mut stop = false;
+    while !stop && let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < COMMIT_GROUP_MAX {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut rows = Vec::new();
+        let mut modules = Vec::new();
+        let mut replies = Vec::new();
+        let (changed, next) = {
+            let mut core = core
+                .lock()
+                .expect("core lock poisoned: the exchange stopped on a broken invariant");
+            for job in batch.drain(..) {
+                match job {
+                    Job::Stop => stop = true,
+                    Job::Tick => core.advance(now_ms()),
+                    Job::Apply { cmd, module, reply } => {
+                        let result = core.apply(&cmd, now_ms());
+                        if let Ok(applied) = &result
+                            && applied.changed_state
+                        {
+                            rows.push((core.now_ms(), LogEntry::Command { command: cmd }));
+                            if let Some(m) = module {
+                                modules.push(m);
+                            }
+                        }
+                        replies.push((reply, result.map(|a| a.answer)));
+                    }
+                }
+            }
+            (core.take_changed(), core.next_deadline_ms())
+        };
+        if !rows.is_empty() {
+            // The core has already applied these; if they cannot be made durable the
+            // exchange must stop rather than answer from a state the disk does not hold.
+            if let Err(e) = store.append(&rows, &modules) {
+                tracing::error!(error = %e, "commit failed; stopping the exchange");
+                panic!("commit to SQLite failed: {e}");
+            }
+            metrics.commands_committed.fetch_add(rows.len() as u64, Ordering::Relaxed);
+            metrics.commit_groups.fetch_add(1, Ordering::Relaxed);
+        }
+        for (reply, result) in replies {
+            let _ = reply.send(result);
+        }
+        for id in &changed {
+            notifier.notify(id);
+        }
+        next_deadline.send_if_modified(|d| {
+            let modified = *d != next;
+            *d = next;
+            modified
+        });
+    }
+    tracing::info!("writer stopped");
+}
+
+/// Sleeps until the next deadline and asks the writer to fire it.
+async fn timer_loop(
+    jobs: mpsc::Sender<Job>,
+    mut next_deadline: watch::Receiver<Option<u64>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let next = *next_deadline.borrow_and_update();
+        let sleep = match next {
+            Some(at) => Duration::from_millis(at.saturating_sub(now_ms())),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {
+                if next.is_some() && jobs.send(Job::Tick).await.is_err() {
+                    return;
+                }
+                // Wait for the writer to publish the deadline after this one.
+                if next.is_some() && next_deadline.changed().await.is_err() {
+                    return;
+                }
+            }
+            r = next_deadline.changed() => if r.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+// ---------- signatures ----------
+
+/// Address → public key, learnt from the first recovered signature of each account, so
+/// later requests need one ECDSA verification instead of a key recovery.
+#[derive(Default)]
+struct KeyCache {
+    keys: RwLock<HashMap<Address, VerifyingKey>>,
+}
+
+impl KeyCache {
+    fn verify(&self, env: &Envelope, metrics: &Metrics) -> ApiResult<Address> {
+        let unauthorized = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", m);
+        let address: Address = env.address.parse().map_err(|e| unauthorized(format!("{e}")))?;
+        let sig = CompactSignature::from_base64(&env.signature)
+            .map_err(|e| unauthorized(e.to_string()))?;
+        if !sig.compressed {
+            return Err(unauthorized(
+                "accounts are compressed-key addresses; the signature's header says uncompressed"
+                    .into(),
+            ));
+        }
+        let known = self.keys.read().expect("key cache lock").get(&address).copied();
+        match known {
+            Some(key) => {
+                metrics.signature_cache_hits.fetch_add(1, Ordering::Relaxed);
+                verify_with_key(&key, &env.signature, &env.message)
+                    .map_err(|e| unauthorized(e.to_string()))?;
+            }
+            None => {
+                metrics.signature_recoveries.fetch_add(1, Ordering::Relaxed);
+                let key = sig
+                    .recover(&message_hash(&env.message))
+                    .map_err(|e| unauthorized(e.to_string()))?;
+                if bitwrk_protocol::Address::from_verifying_key(&key) != address {
+                    return Err(unauthorized(format!(
+                        "signature does not match address {address}"
+                    )));
+                }
+                let mut keys = self.keys.write().expect("key cache lock");
+                if keys.len() >= KEY_CACHE_MAX {
+                    keys.clear();
+                }
+                keys.insert(address.clone(), key);
+            }
+        }
+        Ok(address)
+    }
+}
+
+// ---------- rate limit ----------
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// A token bucket per client IP: `rate` requests per second, bursts up to twice that.
+struct RateLimiter {
+    rate: f64,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl RateLimiter {
+    fn allow(&self, ip: IpAddr) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let burst = self.rate * 2.0;
+        let mut buckets = self.buckets.lock().expect("rate limiter lock");
+        if buckets.len() >= RATE_LIMIT_IPS_MAX && !buckets.contains_key(&ip) {
+            // Forget buckets that have refilled: they carry no information.
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.at).as_secs_f64() * self.rate < burst
+            });
+            if buckets.len() >= RATE_LIMIT_IPS_MAX {
+                return false;
+            }
+        }
+        let b = buckets.entry(ip).or_insert(Bucket { tokens: burst, at: now });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * self.rate).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn rate_limit(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if let Some(ip) = ip
+        && !st.rate.allow(ip)
+    {
+        st.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests from this address; slow down",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+// ---------- state and routes ----------
+
+struct AppState {
+    core: Arc<Mutex<Core>>,
+    jobs: mpsc::Sender<Job>,
+    notifier: Arc<Notifier>,
+    keys: KeyCache,
+    reader: Mutex<Reader>,
+    metrics: Arc<Metrics>,
+    rate: RateLimiter,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    fn core(&self) -> std::sync::MutexGuard<'_, Core> {
+        self.core.lock().expect("core lock poisoned: the exchange stopped on a broken invariant")
+    }
+
+    async fn submit(&self, cmd: Command, module: Option<(Hash32, Vec<u8>)>) -> ApiResult<Answer> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Apply { cmd, module, reply })
+            .await
+            .map_err(|_| ApiError::internal("writer is gone"))?;
+        let result = rx.await.map_err(|_| ApiError::internal("writer dropped the request"))?;
+        match result {
+            Ok(a) => Ok(a),
+            Err(e) => {
+                self.metrics.requests_refused.fetch_add(1, Ordering::Relaxed);
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// The body of a signed request, parsed strictly (unknown or duplicate keys refused).
+fn parse_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+    let body = body.map_err(|r| {
+        let status = r.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(status, "too_large", "request body is too large")
+        } else {
+            ApiError::bad_request("bad_request", r.body_text())
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("bad_json", e.to_string()))
+}
+
+fn parse_id(s: &str) -> ApiResult<Id> {
+    Id::new(s).map_err(|e| ApiError::bad_request("bad_id", e.to_string()))
+}
+
+fn parse_hash(s: &str) -> ApiResult<Hash32> {
+    s.parse().map_err(|e: bitwrk_protocol::hash::HashParseError| {
+        ApiError::bad_request("bad_id", e.to_string())
+    })
+}
+
+/// Check the envelope's signature and its message's form; the core checks the rest.
+fn verify(st: &AppState, env: Envelope) -> ApiResult<(Signed, Message)> {
+    let msg = Message::parse(&env.message)
+        .map_err(|e| ApiError::bad_request("bad_message", e.to_string()))?;
+    let signer = st.keys.verify(&env, &st.metrics)?;
+    Ok((Signed { signer, text: env.message }, msg))
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    let publish = Router::new()
+        .route("/v1/articles", post(publish_article).get(list_articles))
+        .layer(DefaultBodyLimit::max(PUBLISH_BODY_BYTES_MAX));
+    Router::new()
+        .route("/v1/info", get(info))
+        .route("/v1/bids", post(place_bid))
+        .route("/v1/bids/{id}", get(get_bid))
+        .route("/v1/bids/{id}/cancel", post(cancel_bid))
+        .route("/v1/tx/{id}", get(get_tx).post(tx_action))
+        .route("/v1/accounts/{address}", get(account))
+        .route("/v1/ledger", get(ledger))
+        .route("/v1/articles/{id}", get(article))
+        .route("/v1/articles/{id}/module", get(module))
+        .route("/v1/articles/{id}/book", get(book))
+        .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .merge(publish)
+        .fallback(|| async { ApiError::not_found("no such endpoint; see GET /openapi.json") })
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
+        .layer(middleware::from_fn(json_errors))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(ConcurrencyLimitLayer::new(CONCURRENT_REQUESTS_MAX))
+        .with_state(state)
+}
+
+pub(crate) fn info_of(core: &Core) -> Info {
+    let r = core.rules();
+    Info {
+        exchange_id: r.exchange_id.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        protocol: bitwrk_protocol::message::PROTOCOL_VERSION,
+        fee_bps: r.fee_bps,
+        bid_lifetime_s: r.bid_lifetime_ms / 1000,
+        starting_capital_sat: r.starting_capital,
+        deadlines: r.deadlines.clone(),
+        limits: ApiLimits {
+            body_bytes_max: BODY_BYTES_MAX as u64,
+            module_bytes_max: MODULE_BYTES_MAX as u64,
+            valid_ahead_s_max: VALID_AHEAD_S_MAX,
+            wait_ms_max: WAIT_MS_MAX,
+        },
+        now_ms: now_ms(),
+    }
+}
+
+async fn info(State(st): State<Arc<AppState>>) -> Json<Info> {
+    Json(info_of(&st.core()))
+}
+
+async fn place_bid(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let env: Envelope = parse_json(body)?;
+    let (signed, _) = verify(&st, env)?;
+    let cmd = Command::Bid { signed, bid_id: Id::random("b"), tx_id: Id::random("t") };
+    match st.submit(cmd, None).await? {
+        Answer::Bid(b) => {
+            st.metrics.bids_accepted.fetch_add(1, Ordering::Relaxed);
+            Ok(Json(b).into_response())
+        }
+        other => Err(ApiError::internal(format!("bid answered with {other:?}"))),
+    }
+}
+
+async fn cancel_bid(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let bid = parse_id(&id)?;
+    let env: Envelope = parse_json(body)?;
+    let (signed, _) = verify(&st, env)?;
+    match st.submit(Command::Cancel { signed, bid }, None).await? {
+        Answer::Bid(b) => Ok(Json(b).into_response()),
+        other => Err(ApiError::internal(format!("cancel answered with {other:?}"))),
+    }
+}
+
+async fn tx_action(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let tx = parse_id(&id)?;
+    let env: Envelope = parse_json(body)?;
+    let (signed, _) = verify(&st, env)?;
+    match st.submit(Command::Tx { signed, tx }, None).await? {
+        Answer::Tx(t) => Ok(Json(t).into_response()),
+        other => Err(ApiError::internal(format!("tx answered with {other:?}"))),
+    }
+}
+
+/// Answer at once, or (with `after_version`) when the version rises above it, or when
+/// `wait_ms` has passed, whichever comes first.
+async fn long_poll<T: serde::Serialize>(
+    st: &AppState,
+    id: &Id,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+    read: impl Fn(&Core) -> Option<(T, u64)>,
+    what: &str,
+) -> ApiResult<Response> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let mut changes = st.notifier.subscribe(id);
+    let mut shutdown = st.shutdown.clone();
+    let (mut view, mut version) =
+        read(&st.core()).ok_or_else(|| ApiError::not_found(format!("no {what} {id}")))?;
+    if let Some(after) = q.after_version {
+        let wait = Duration::from_millis(q.wait_ms.unwrap_or(WAIT_MS_DEFAULT).min(WAIT_MS_MAX));
+        let until = tokio::time::Instant::now() + wait;
+        while version <= after {
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { break },
+                _ = tokio::time::sleep_until(until) => break,
+                _ = shutdown.changed() => break,
+            }
+            (view, version) = read(&st.core()).expect("bids and transactions are never removed");
+        }
+    }
+    Ok(Json(view).into_response())
+}
+
+async fn get_bid(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    long_poll(
+        &st,
+        &id,
+        q,
+        |c| {
+            c.bid(&id).map(|b| {
+                let v = b.version;
+                (b, v)
+            })
+        },
+        "bid",
+    )
+    .await
+}
+
+async fn get_tx(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    long_poll(
+        &st,
+        &id,
+        q,
+        |c| {
+            c.tx(&id).map(|t| {
+                let v = t.version;
+                (t, v)
+            })
+        },
+        "transaction",
+    )
+    .await
+}
+
+async fn account(
+    State(st): State<Arc<AppState>>,
+    Path(address): Path<String>,
+) -> ApiResult<Response> {
+    let address: Address =
+        address.parse().map_err(|e: bitwrk_protocol::identity::IdentityError| {
+            ApiError::bad_request("bad_address", e.to_string())
+        })?;
+    Ok(Json(st.core().account(&address)).into_response())
+}
+
+async fn ledger(State(st): State<Arc<AppState>>) -> Response {
+    Json(st.core().ledger_view()).into_response()
+}
+
+async fn publish_article(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let req: PublishRequest = parse_json(body)?;
+    let (signed, msg) = verify(&st, req.envelope)?;
+    let Operation::Publish { module_sha256, size, .. } = msg.op else {
+        return Err(ApiError::bad_request(
+            "wrong_op",
+            format!("this endpoint takes op=publish, the message has op={}", msg.op.name()),
+        ));
+    };
+    let bad_module = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_module", m);
+    if req.module_base64.len() > MODULE_BYTES_MAX / 3 * 4 + 4 {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("modules are limited to {MODULE_BYTES_MAX} bytes"),
+        ));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&req.module_base64)
+        .map_err(|e| bad_module(format!("module_base64 is not base64: {e}")))?;
+    if bytes.len() as u64 != size {
+        return Err(bad_module(format!(
+            "the message says size={size}, the module has {} bytes",
+            bytes.len()
+        )));
+    }
+    if Hash32::of(&bytes) != module_sha256 {
+        return Err(bad_module(format!(
+            "the module's SHA256 is {}, the message says {module_sha256}",
+            Hash32::of(&bytes)
+        )));
+    }
+    let module = match req.manifest.runtime {
+        Runtime::Wasm => {
+            let check = bytes.clone();
+            tokio::task::spawn_blocking(move || bitwrk_runtime::imports::check_component(&check))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(|e| {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "module_refused", e.to_string())
+                })?;
+            Some((module_sha256, bytes))
+        }
+        Runtime::NativeBlender { .. } => None,
+    };
+    match st.submit(Command::Publish { signed, manifest: req.manifest }, module).await? {
+        Answer::Article(a) => Ok(Json(a).into_response()),
+        other => Err(ApiError::internal(format!("publish answered with {other:?}"))),
+    }
+}
+
+async fn list_articles(State(st): State<Arc<AppState>>) -> Response {
+    Json(st.core().articles()).into_response()
+}
+
+async fn article(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_hash(&id)?;
+    let a =
+        st.core().article(&id).ok_or_else(|| ApiError::not_found(format!("no article {id}")))?;
+    Ok(Json(a).into_response())
+}
+
+async fn module(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_hash(&id)?;
+    let a =
+        st.core().article(&id).ok_or_else(|| ApiError::not_found(format!("no article {id}")))?;
+    let Some(hash) = a.manifest.module_sha256 else {
+        return Err(ApiError::not_found(format!("article {id} is native and has no module")));
+    };
+    let st2 = st.clone();
+    let bytes =
+        tokio::task::spawn_blocking(move || st2.reader.lock().expect("reader lock").module(&hash))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| {
+                ApiError::internal(format!("module {hash} of a published article is missing"))
+            })?;
+    let mut resp = bytes.into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/wasm"));
+    Ok(resp)
+}
+
+async fn book(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_hash(&id)?;
+    let b = st.core().book(&id).ok_or_else(|| ApiError::not_found(format!("no article {id}")))?;
+    Ok(Json(b).into_response())
+}
+
+async fn openapi() -> Response {
+    Json(crate::openapi::document()).into_response()
+}
+
+async fn healthz() -> Response {
+    Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let l = st.core().ledger_view();
+    let m = &st.metrics;
+    let mut out = String::new();
+    let mut put = |name: &str, kind: &str, help: &str, v: u64| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+    };
+    put("bitwrk_ledger_accounts", "gauge", "Accounts seen.", l.accounts);
+    put("bitwrk_ledger_created_sat", "gauge", "All money ever created.", l.created_sat.0);
+    put("bitwrk_ledger_available_sat", "gauge", "Sum of available balances.", l.available_sat.0);
+    put(
+        "bitwrk_ledger_blocked_sat",
+        "gauge",
+        "Sum of blocked money (open buy bids, escrow).",
+        l.blocked_sat.0,
+    );
+    put("bitwrk_ledger_fees_sat", "gauge", "The fee account.", l.fees_sat.0);
+    put("bitwrk_open_bids", "gauge", "Bids resting in the books.", l.open_bids);
+    put("bitwrk_open_txs", "gauge", "Transactions not settled.", l.open_txs);
+    put("bitwrk_bids_total", "counter", "Bids ever accepted.", l.bids_total);
+    put("bitwrk_txs_total", "counter", "Transactions ever matched.", l.txs_total);
+    let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    put(
+        "bitwrk_commands_committed_total",
+        "counter",
+        "Commands committed to SQLite since start.",
+        c(&m.commands_committed),
+    );
+    put(
+        "bitwrk_commit_groups_total",
+        "counter",
+        "SQLite commits (each one group of commands).",
+        c(&m.commit_groups),
+    );
+    put(
+        "bitwrk_bid_requests_accepted_total",
+        "counter",
+        "Bid requests answered 200 since start.",
+        c(&m.bids_accepted),
+    );
+    put(
+        "bitwrk_requests_refused_total",
+        "counter",
+        "Signed requests the core refused since start.",
+        c(&m.requests_refused),
+    );
+    put(
+        "bitwrk_signature_recoveries_total",
+        "counter",
+        "Signatures checked by key recovery.",
+        c(&m.signature_recoveries),
+    );
+    put(
+        "bitwrk_signature_cache_hits_total",
+        "counter",
+        "Signatures checked with a cached key.",
+        c(&m.signature_cache_hits),
+    );
+    put(
+        "bitwrk_rate_limited_total",
+        "counter",
+        "Requests refused by the per-IP rate limit.",
+        c(&m.rate_limited),
+    );
+    let mut resp = out.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+// ---------- start ----------
+
+fn rules_of(config: &Config, exchange_id: String) -> Rules {
+    Rules {
+        exchange_id,
+        fee_bps: config.fee_bps,
+        bid_lifetime_ms: config.bid_lifetime_s * 1000,
+        deadlines: bitwrk_protocol::api::Deadlines {
+            establishing_s: config.establishing_s,
+            transmitting_s: config.transmitting_s,
+            working_s: config.working_s,
+            unverified_s: config.unverified_s,
+            result_disputed_s: config.result_disputed_s,
+        },
+        starting_capital: bitwrk_protocol::Sat(config.starting_capital_sat),
+    }
+}
+
+/// Open the database and rebuild the core from its log. Returns the store, the core, and
+/// the number of log rows replayed.
+fn load(config: &Config) -> anyhow::Result<(Store, Core, u64)> {
+    use anyhow::Context as _;
+    if let Some(dir) = config.db_path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut store = Store::open(&config.db_path)
+        .with_context(|| format!("opening {}", config.db_path.display()))?;
+    let exchange_id = store.exchange_id()?;
+    let wanted = rules_of(config, exchange_id);
+    let mut core = Core::new(wanted.clone());
+    let mut logged_rules: Option<Rules> = None;
+    let mut failed: Option<String> = None;
+    let n = store.load(|now, entry| {
+        if failed.is_some() {
+            return;
+        }
+        match entry {
+            LogEntry::Rules { rules } => {
+                core.set_rules(rules.clone());
+                logged_rules = Some(rules);
+            }
+            LogEntry::Command { command } => {
+                if let Err(e) = core.apply(&command, now) {
+                    failed = Some(format!("a logged command no longer applies ({e}): {command:?}"));
+                }
+            }
+        }
+    })?;
+    if let Some(f) = failed {
+        anyhow::bail!("replaying {}: {f}", config.db_path.display());
+    }
+    let _ = core.take_changed();
+    if logged_rules.as_ref() != Some(&wanted) {
+        core.set_rules(wanted.clone());
+        store.append(&[(core.now_ms(), LogEntry::Rules { rules: wanted })], &[])?;
+    }
+    core.advance(now_ms());
+    core.check_full();
+    Ok((store, core, n))
+}
+
+/// Run the exchange on `listener` until `shutdown` completes. See [`crate::serve`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    anyhow::ensure!(
+        config.fee_bps <= crate::limits::FEE_BPS_MAX,
+        "--fee-bps must be at most 10000 (100 %)"
+    );
+    anyhow::ensure!(config.bid_lifetime_s > 0, "--bid-lifetime-s must be positive");
+    let cfg = config.clone();
+    let (store, core, replayed) = tokio::task::spawn_blocking(move || load(&cfg)).await??;
+    let reader = Reader::open(&config.db_path).context("opening a reader connection")?;
+    let ledger = core.ledger_view();
+    let exchange_id = core.rules().exchange_id.clone();
+    let next = core.next_deadline_ms();
+    let core = Arc::new(Mutex::new(core));
+    let notifier = Arc::new(Notifier::new());
+    let metrics = Arc::new(Metrics::default());
+    let (jobs, rx) = mpsc::channel(WRITER_QUEUE_MAX);
+    let (deadline_tx, deadline_rx) = watch::channel(next);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let writer = {
+        let (core, notifier, metrics) = (core.clone(), notifier.clone(), metrics.clone());
+        std::thread::Builder::new()
+            .name("bitwrk-exchange-writer".into())
+            .spawn(move || writer_loop(rx, store, core, notifier, deadline_tx, metrics))
+            .context("starting the writer thread")?
+    };
+    let timer = tokio::spawn(timer_loop(jobs.clone(), deadline_rx, shutdown_rx.clone()));
+    let state = Arc::new(AppState {
+        core,
+        jobs,
+        notifier,
+        keys: KeyCache::default(),
+        reader: Mutex::new(reader),
+        metrics,
+        rate: RateLimiter {
+            rate: config.rate_limit_per_s as f64,
+            buckets: Mutex::new(HashMap::new()),
+        },
+        shutdown: shutdown_rx,
+    });
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, exchange = %exchange_id, replayed, accounts = ledger.accounts, open_bids = ledger.open_bids, "exchange listening");
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = shutdown_tx.send(true);
+        })
+        .await;
+    timer.abort();
+    let _ = timer.await;
+    // Commit everything accepted so far, then stop the writer and wait for it.
+    let _ = state.jobs.send(Job::Stop).await;
+    drop(state);
+    tokio::task::spawn_blocking(move || writer.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    result.context("serving HTTP")
+}
