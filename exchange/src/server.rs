@@ -651,6 +651,15 @@ async fn publish_article(
         ));
     };
     let bad_module = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_module", m);
+    // The manifest must name these bytes before they are worth checking (the core checks
+    // the manifest fully; this only orders the answers sensibly).
+    if req.manifest.runtime == Runtime::Wasm && req.manifest.module_sha256 != Some(module_sha256) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_manifest",
+            "the message's module_sha256 differs from the manifest's",
+        ));
+    }
     if req.module_base64.len() > MODULE_BYTES_MAX / 3 * 4 + 4 {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
