@@ -229,6 +229,9 @@ def render_tile(scene, job):
 def main():
     scene = bpy.context.scene
     try:
+        # Blender falls back to its default scene when the file does not load.
+        if not bpy.data.filepath or os.path.realpath(bpy.data.filepath) != os.path.realpath(ARGS["scene_path"]):
+            refuse("bad_input", "the scene is not a readable .blend file")
         check_policy(scene)
         prepare(scene)
     except Refused as e:
@@ -251,4 +254,7 @@ def main():
             return
 
 
-main()
+try:
+    main()
+except Exception as e:  # the policy check itself failed: say so instead of hanging
+    reply({"refused": {"reason": "internal", "message": "driver failed: %s: %s" % (type(e).__name__, e)}})

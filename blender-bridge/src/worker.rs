@@ -24,6 +24,7 @@ pub const DRIVER_PY: &str = include_str!("driver.py");
 /// Blender's exit code when the driver script raises (`--python-exit-code`).
 const DRIVER_EXIT_CODE: i32 = 17;
 const OUT_FILE: &str = "rw/out/tile.exr";
+const LOADING: &str = "loading the scene";
 const EXR_MAGIC: [u8; 4] = [0x76, 0x2f, 0x31, 0x01];
 
 /// What the scene reported when it passed the policy check.
@@ -138,6 +139,7 @@ impl Worker {
         let rw = path.join("rw");
         let args = serde_json::json!({
             "out_path": path.join(OUT_FILE),
+            "scene_path": ro.join("scene.blend"),
             "faces_max": SCENE_FACES_MAX,
             "particles_max": SCENE_PARTICLES_MAX,
             "threads": settings.threads,
@@ -201,7 +203,7 @@ impl Worker {
             settings,
             alive: true,
         };
-        match w.wait_event(STARTUP_WALL, "loading the scene")? {
+        match w.wait_event(STARTUP_WALL, LOADING)? {
             Reply::Ready(info) => {
                 tracing::info!(scene = %w.scene, pid = w.child.id(), width = info.width, height = info.height, "warm blender ready");
                 w.info = info;
@@ -375,7 +377,14 @@ impl Worker {
         let status = self.child.wait();
         self.alive = false;
         let tail = self.log.lock().map(|l| l.text()).unwrap_or_default();
-        let last = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
+        // The most telling line: the last error Blender printed, else its last line.
+        let last = tail
+            .lines()
+            .rev()
+            .find(|l| l.contains("Error") || l.contains("error"))
+            .or_else(|| tail.lines().rev().find(|l| !l.trim().is_empty()))
+            .unwrap_or("")
+            .to_string();
         match status {
             Ok(s) => exit_reason(s, what, &last),
             Err(e) => RenderError::new(
@@ -436,9 +445,23 @@ fn exit_reason(s: ExitStatus, what: &str, last_line: &str) -> RenderError {
         );
     }
     let code = s.code().unwrap_or(-1);
-    let reason = if code == DRIVER_EXIT_CODE { ReasonCode::Internal } else { ReasonCode::BadInput };
+    if code == DRIVER_EXIT_CODE {
+        return RenderError::new(
+            ReasonCode::Internal,
+            format!("the driver script failed while {what}; last output: {last_line}"),
+        );
+    }
+    if what == LOADING {
+        // Blender leaves before running the driver only when the file does not load.
+        return RenderError::new(
+            ReasonCode::BadInput,
+            format!(
+                "the scene is not a readable .blend file (blender exited with code {code}: {last_line})"
+            ),
+        );
+    }
     RenderError::new(
-        reason,
+        ReasonCode::Trap,
         format!("blender exited with code {code} while {what}; last output: {last_line}"),
     )
 }

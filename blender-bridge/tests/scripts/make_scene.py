@@ -106,4 +106,4 @@ elif variant == "too_costly":
 elif variant != "plain":
     raise SystemExit("unknown variant " + variant)
 
-bpy.ops.wm.save_as_mainfile(filepath=out, compress=False)
+bpy.ops.wm.save_as_mainfile(filepath=out, compress=False, relative_remap=False)
