@@ -405,3 +405,312 @@ fn layer_seccomp_denies_namespaces_and_inet_sockets() {
     assert!(out.contains("unshare denied 1"), "{out}");
     assert!(out.contains("unix ok"), "{out}");
 }
+
+// ---- the add-on (buyer side) in `blender -b`, buying tiles over the proxy contract ----
+
+mod proxy {
+    //! The host proxy's HTTP contract (docs/PROTOCOL-transfer.md: `POST /buy/{article}`
+    //! multipart → 303 to `/file/{sha256}`, errors as JSON) served straight from a
+    //! `Bridge`, so the add-on is tested without the market; the full path through
+    //! `bitwrk-host run` is tested in the workspace's tests crate.
+    use std::collections::HashMap;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use bitwrk_blender_bridge::Bridge;
+    use bitwrk_protocol::Hash32;
+
+    pub struct Proxy {
+        pub port: u16,
+        pub buys: Arc<AtomicUsize>,
+    }
+
+    /// Serve until the test ends. The first `fail_first` buys answer 503 no_seller.
+    pub fn start(bridge: Arc<Bridge>, fail_first: usize) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let buys = Arc::new(AtomicUsize::new(0));
+        let files: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+        let counter = buys.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let (bridge, files, counter) = (bridge.clone(), files.clone(), counter.clone());
+                std::thread::spawn(move || serve(conn, &bridge, &files, &counter, fail_first));
+            }
+        });
+        Proxy { port, buys }
+    }
+
+    fn respond(mut s: &TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
+        let mut head =
+            format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let _ = s.write_all(head.as_bytes()).and_then(|_| s.write_all(body));
+    }
+
+    fn error(s: &TcpStream, status: &str, code: &str, message: &str) {
+        let body = serde_json::json!({"error": code, "message": message}).to_string();
+        respond(s, status, &[("Content-Type", "application/json".into())], body.as_bytes());
+    }
+
+    fn serve(
+        conn: TcpStream,
+        bridge: &Bridge,
+        files: &Mutex<HashMap<String, Vec<u8>>>,
+        counter: &AtomicUsize,
+        fail_first: usize,
+    ) {
+        let mut r = BufReader::new(&conn);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let mut parts = line.split_whitespace();
+        let (method, path) =
+            (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            r.read_line(&mut h).unwrap();
+            if h.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).unwrap();
+        if method == "GET"
+            && let Some(h) = path.strip_prefix("/file/")
+        {
+            return match files.lock().unwrap().get(h) {
+                Some(d) => respond(&conn, "200 OK", &[("Content-Type", "image/x-exr".into())], d),
+                None => error(&conn, "404 Not Found", "not_found", "no such file"),
+            };
+        }
+        let Some(article) = path.strip_prefix("/buy/") else {
+            return error(&conn, "404 Not Found", "not_found", "no such route");
+        };
+        if *article != bridge.manifest().id().to_hex() {
+            return error(&conn, "404 Not Found", "unknown_article", article);
+        }
+        if counter.fetch_add(1, Ordering::SeqCst) < fail_first {
+            return error(&conn, "503 Service Unavailable", "no_seller", "no seller right now");
+        }
+        let ctype = headers.get("content-type").cloned().unwrap_or_default();
+        let Some(boundary) = ctype.split("boundary=").nth(1) else {
+            return error(&conn, "400 Bad Request", "bad_request", "multipart expected");
+        };
+        let inputs = multipart(&body, boundary.trim_matches('"'));
+        let inputs: Vec<(String, Vec<u8>)> =
+            inputs.into_iter().filter(|(n, _)| n != "price").collect();
+        match bridge.render(inputs) {
+            Ok(outs) => {
+                let h = Hash32::of(&outs[0].1).to_hex();
+                files.lock().unwrap().insert(h.clone(), outs[0].1.clone());
+                respond(&conn, "303 See Other", &[("Location", format!("/file/{h}"))], b"");
+            }
+            Err(e) => error(&conn, "422 Unprocessable Entity", e.reason.as_str(), &e.message),
+        }
+    }
+
+    fn multipart(body: &[u8], boundary: &str) -> Vec<(String, Vec<u8>)> {
+        let delim = format!("--{boundary}");
+        let d = delim.as_bytes();
+        let mut out = Vec::new();
+        let mut starts = Vec::new();
+        let mut i = 0;
+        while i + d.len() <= body.len() {
+            if &body[i..i + d.len()] == d {
+                starts.push(i);
+                i += d.len();
+            } else {
+                i += 1;
+            }
+        }
+        for w in starts.windows(2) {
+            let part = &body[w[0] + d.len() + 2..w[1] - 2];
+            let Some(sep) = part.windows(4).position(|x| x == b"\r\n\r\n") else { continue };
+            let head = String::from_utf8_lossy(&part[..sep]);
+            let Some(name) = head.split("name=\"").nth(1).and_then(|s| s.split('"').next()) else {
+                continue;
+            };
+            out.push((name.to_string(), part[sep + 4..].to_vec()));
+        }
+        out
+    }
+}
+
+/// Zip the add-on folder the way a user would install it.
+fn addon_zip(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("addon");
+    let zip = dir.join("bitwrk_render.zip");
+    let st = Command::new("/usr/bin/python3")
+        .args(["-c", "import shutil,sys; shutil.make_archive(sys.argv[1][:-4], 'zip', sys.argv[2], 'bitwrk_render')"])
+        .arg(&zip)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    zip
+}
+
+fn blender_try(blender: &Path, env: &[(&str, &Path)], args: &[&str]) -> (bool, String) {
+    let out =
+        Command::new(blender).args(args).envs(env.iter().map(|(k, v)| (*k, *v))).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn blender_run(blender: &Path, env: &[(&str, &Path)], args: &[&str]) -> String {
+    let (ok, text) = blender_try(blender, env, args);
+    assert!(ok, "blender {args:?}: {text}");
+    text
+}
+
+#[test]
+fn addon_installs_from_zip_and_its_stitched_frame_equals_a_local_render() {
+    let Some(blender) = blender() else { return };
+    let s = scene(&blender, "plain", "");
+    let d = s.dir.path();
+    let reference = d.join("reference.exr");
+    render_reference(&blender, d, &s.blend, &reference, 2, 8, 11).unwrap();
+    let full = decode(&std::fs::read(&reference).unwrap());
+
+    let work = tempfile::tempdir().unwrap();
+    let bridge = std::sync::Arc::new(bridge(&blender, work.path()));
+    // Two failures first: the add-on must try those tiles again.
+    let proxy = proxy::start(bridge.clone(), 2);
+
+    // Install from the zip like Preferences > Add-ons > Install, into a private user dir.
+    let user = tempfile::tempdir().unwrap();
+    let scripts = user.path().join("scripts");
+    let config = user.path().join("config");
+    let env =
+        [("BLENDER_USER_SCRIPTS", scripts.as_path()), ("BLENDER_USER_CONFIG", config.as_path())];
+    let zip = addon_zip(d);
+    blender_run(
+        &blender,
+        &env,
+        &[
+            "-b",
+            "--factory-startup",
+            "--python-exit-code",
+            "1",
+            "--python-expr",
+            &format!(
+                "import bpy\nbpy.ops.preferences.addon_install(filepath={:?})\n",
+                zip.to_str().unwrap()
+            ),
+        ],
+    );
+    assert!(scripts.join("addons/bitwrk_render/__init__.py").is_file());
+
+    let settings = format!(
+        "import bpy\ns = bpy.context.scene\ns.bitwrk.proxy_url = 'http://127.0.0.1:{}'\ns.bitwrk.tiles_min = 6\n\
+         s.bitwrk.parallel_tiles = 2\ns.cycles.samples = 8\ns.cycles.seed = 11\n\
+         s.render.image_settings.file_format = 'OPEN_EXR_MULTILAYER'\ns.render.image_settings.color_depth = '32'\n",
+        proxy.port
+    );
+    let out_prefix = d.join("frame_");
+    let log = blender_run(
+        &blender,
+        &env,
+        &[
+            "-b",
+            s.blend.to_str().unwrap(),
+            "--addons",
+            "bitwrk_render",
+            "--python-exit-code",
+            "1",
+            "--python-expr",
+            &settings,
+            "-E",
+            "BITWRK",
+            "-o",
+            out_prefix.to_str().unwrap(),
+            "-f",
+            "2",
+        ],
+    );
+    assert!(!log.contains("BITWRK ERROR"), "{log}");
+    assert!(
+        log.contains(&format!("article {}", bridge.manifest().id())),
+        "the add-on computes the article id: {log}"
+    );
+    assert!(log.contains("6 tiles"), "{log}");
+    assert!(log.contains("trying again"), "failed tiles are retried: {log}");
+    assert_eq!(proxy.buys.load(std::sync::atomic::Ordering::SeqCst), 8, "6 tiles + 2 retries");
+    let warm = bridge.warm_pids().len();
+    assert!(
+        (1..=2).contains(&warm),
+        "two parallel tiles: at most two warm Blenders for all 6 tiles, not {warm}"
+    );
+
+    let stitched = decode(&std::fs::read(d.join("frame_0002.exr")).unwrap());
+    assert_eq!((stitched.width, stitched.height), (160, 120));
+    let mut compared = 0;
+    for (name, px) in &stitched.channels {
+        if !name.contains("Combined") {
+            continue;
+        }
+        let r = &full.channels[name];
+        let differ = px.iter().zip(r).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(differ, 0, "{name}: {differ} pixels differ from the local render");
+        compared += 1;
+    }
+    assert_eq!(compared, 4, "{:?}", stitched.channels.keys());
+}
+
+#[test]
+fn addon_refuses_denoising_without_oidn_clearly() {
+    let Some(blender) = blender() else { return };
+    let s = scene(&blender, "plain", "");
+    let addon = Path::new(env!("CARGO_MANIFEST_DIR")).join("addon");
+    let user = tempfile::tempdir().unwrap();
+    let scripts = user.path().join("scripts");
+    std::fs::create_dir_all(scripts.join("addons")).unwrap();
+    std::os::unix::fs::symlink(addon.join("bitwrk_render"), scripts.join("addons/bitwrk_render"))
+        .unwrap();
+    let out = d_join(&s, "dn_");
+    let (_, log) = blender_try(
+        &blender,
+        &[("BLENDER_USER_SCRIPTS", scripts.as_path())],
+        &[
+            "-b",
+            s.blend.to_str().unwrap(),
+            "--addons",
+            "bitwrk_render",
+            "--python-expr",
+            "import bpy\nbpy.context.scene.cycles.use_denoising = True\nbpy.context.scene.bitwrk.proxy_url = 'http://127.0.0.1:9'\n",
+            "-E",
+            "BITWRK",
+            "-o",
+            &out,
+            "-f",
+            "1",
+        ],
+    );
+    assert!(log.contains("BITWRK ERROR") && log.contains("no OpenImageDenoise"), "{log}");
+    assert!(!Path::new(&format!("{out}0001.png")).exists(), "no frame is written");
+}
+
+fn d_join(s: &Scene, name: &str) -> String {
+    s.dir.path().join(name).to_string_lossy().into_owned()
+}
+
+#[test]
+fn addon_article_json_is_the_bridge_manifest() {
+    // The add-on computes the article id from this copy of the manifest; it must stay
+    // the bridge's manifest (runtime placeholder "0.0" replaced by the Blender version).
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("addon/bitwrk_render/article.json");
+    let copy = bitwrk_protocol::Manifest::from_json(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!(copy, bitwrk_blender_bridge::article::manifest_for("0.0").unwrap());
+}
