@@ -143,6 +143,8 @@ pub fn grid_jobs(w: u32, h: u32, n: u32, frame: i32, samples: u32, seed: u32) ->
     jobs
 }
 
+/// One round: a local render, then each grid through a fresh bridge. Rounds repeat the
+/// whole sequence so the figures show the machine's noise (it is shared).
 pub fn run(
     blender: &Path,
     work: &Path,
@@ -150,38 +152,51 @@ pub fn run(
     height: u32,
     samples: u32,
     grids: &[u32],
-) -> anyhow::Result<BenchReport> {
+    rounds: u32,
+) -> anyhow::Result<Vec<BenchReport>> {
     let scene = work.join("bench.blend");
     make_scene(blender, work, &scene, "plain", &format!("{width}x{height}"))?;
     let bytes = std::fs::read(&scene)?;
     let (frame, seed) = (1, 7);
-
-    let before = children_cpu_s();
-    let t0 = Instant::now();
-    render_reference(blender, work, &scene, &work.join("reference.exr"), frame, samples, seed)?;
-    let local_wall = t0.elapsed();
-    let local_cpu_s = children_cpu_s() - before;
-
-    let mut figures = Vec::new();
-    for &n in grids {
-        let bridge = Bridge::new(BridgeConfig::new(blender, work.join(format!("bridge-{n}"))))?;
+    let mut reports = Vec::new();
+    for _ in 0..rounds.max(1) {
         let before = children_cpu_s();
         let t0 = Instant::now();
-        let mut first_tile = None;
-        for job in grid_jobs(width, height, n, frame, samples, seed) {
-            bridge.render_job(&bytes, &job).map_err(|e| anyhow::anyhow!("tile {job:?}: {e}"))?;
-            first_tile.get_or_insert(t0.elapsed());
+        render_reference(blender, work, &scene, &work.join("reference.exr"), frame, samples, seed)?;
+        let local_wall = t0.elapsed();
+        let local_cpu_s = children_cpu_s() - before;
+
+        let mut figures = Vec::new();
+        for &n in grids {
+            let bridge = Bridge::new(BridgeConfig::new(blender, work.join(format!("bridge-{n}"))))?;
+            let before = children_cpu_s();
+            let t0 = Instant::now();
+            let mut first_tile = None;
+            for job in grid_jobs(width, height, n, frame, samples, seed) {
+                bridge
+                    .render_job(&bytes, &job)
+                    .map_err(|e| anyhow::anyhow!("tile {job:?}: {e}"))?;
+                first_tile.get_or_insert(t0.elapsed());
+            }
+            let wall = t0.elapsed();
+            bridge.shutdown();
+            let cpu_s = children_cpu_s() - before;
+            figures.push(GridFigure {
+                grid: n,
+                cpu_s,
+                ratio: cpu_s / local_cpu_s,
+                wall,
+                first_tile: first_tile.unwrap_or_default(),
+            });
         }
-        let wall = t0.elapsed();
-        bridge.shutdown();
-        let cpu_s = children_cpu_s() - before;
-        figures.push(GridFigure {
-            grid: n,
-            cpu_s,
-            ratio: cpu_s / local_cpu_s,
-            wall,
-            first_tile: first_tile.unwrap_or_default(),
+        reports.push(BenchReport {
+            width,
+            height,
+            samples,
+            local_cpu_s,
+            local_wall,
+            grids: figures,
         });
     }
-    Ok(BenchReport { width, height, samples, local_cpu_s, local_wall, grids: figures })
+    Ok(reports)
 }

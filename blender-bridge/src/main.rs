@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use bitwrk_blender_bridge::job::TileJob;
 use bitwrk_blender_bridge::{Bridge, BridgeConfig, bench};
 use clap::{Parser, Subcommand};
 
@@ -34,6 +33,9 @@ enum Cmd {
         samples: u32,
         #[arg(long, value_delimiter = ',', default_value = "2,4")]
         grids: Vec<u32>,
+        /// Repeat the whole measurement (the machine is shared: figures are noisy).
+        #[arg(long, default_value_t = 2)]
+        rounds: u32,
     },
 }
 
@@ -87,30 +89,32 @@ fn run(cmd: Cmd, blender: PathBuf, tmp: &std::path::Path) -> anyhow::Result<()> 
                 .with_context(|| format!("writing {}", out.display()))?;
             println!("wrote {} ({} bytes)", out.display(), outputs[0].1.len());
         }
-        Cmd::Bench { width, height, samples, grids } => {
+        Cmd::Bench { width, height, samples, grids, rounds } => {
             std::fs::create_dir_all(tmp)?;
-            let r = bench::run(&blender, tmp, width, height, samples, &grids)?;
+            let reports = bench::run(&blender, tmp, width, height, samples, &grids, rounds)?;
             let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
             println!(
-                "frame {}x{}, {} samples, 1 render thread, {cpus} cpus",
-                r.width, r.height, r.samples
+                "frame {width}x{height}, {samples} samples, 1 render thread per Blender, {cpus} cpus"
             );
-            println!(
-                "local render: {:.2} cpu-s, {:.2} s wall",
-                r.local_cpu_s,
-                r.local_wall.as_secs_f64()
-            );
-            for g in &r.grids {
+            for (i, r) in reports.iter().enumerate() {
                 println!(
-                    "{n}x{n} tiles via bridge: {:.2} cpu-s = {:.2}x local, {:.2} s wall, first tile after {:.2} s",
-                    g.cpu_s,
-                    g.ratio,
-                    g.wall.as_secs_f64(),
-                    g.first_tile.as_secs_f64(),
-                    n = g.grid
+                    "round {}: local render {:.2} cpu-s, {:.2} s wall",
+                    i + 1,
+                    r.local_cpu_s,
+                    r.local_wall.as_secs_f64()
                 );
+                for g in &r.grids {
+                    println!(
+                        "round {}: {n}x{n} tiles via bridge {:.2} cpu-s = {:.2}x local, {:.2} s wall, first tile after {:.2} s",
+                        i + 1,
+                        g.cpu_s,
+                        g.ratio,
+                        g.wall.as_secs_f64(),
+                        g.first_tile.as_secs_f64(),
+                        n = g.grid
+                    );
+                }
             }
-            let _ = TileJob::from_json; // the job format the bench sends is the article's
         }
     }
     Ok(())
