@@ -142,11 +142,12 @@ async fn json_errors(req: Request, next: Next) -> Response {
 
 enum Job {
     Apply {
-        cmd: Command,
+        cmd: Box<Command>,
         module: Option<(Hash32, Vec<u8>)>,
         reply: oneshot::Sender<Result<Answer, CoreError>>,
     },
-    Tick,
+    /// Fire the deadlines that have passed; answered once done.
+    Tick(oneshot::Sender<()>),
     /// Commit what came before and stop (shutdown).
     Stop,
 }
@@ -206,6 +207,7 @@ fn writer_loop(
         let mut rows = Vec::new();
         let mut modules = Vec::new();
         let mut replies = Vec::new();
+        let mut ticks = Vec::new();
         let (changed, next) = {
             let mut core = core
                 .lock()
@@ -213,13 +215,16 @@ fn writer_loop(
             for job in batch.drain(..) {
                 match job {
                     Job::Stop => stop = true,
-                    Job::Tick => core.advance(now_ms()),
+                    Job::Tick(done) => {
+                        core.advance(now_ms());
+                        ticks.push(done);
+                    }
                     Job::Apply { cmd, module, reply } => {
                         let result = core.apply(&cmd, now_ms());
                         if let Ok(applied) = &result
                             && applied.changed_state
                         {
-                            rows.push((core.now_ms(), LogEntry::Command { command: cmd }));
+                            rows.push((core.now_ms(), LogEntry::Command { command: *cmd }));
                             if let Some(m) = module {
                                 modules.push(m);
                             }
@@ -246,6 +251,9 @@ fn writer_loop(
         for id in &changed {
             notifier.notify(id);
         }
+        for done in ticks {
+            let _ = done.send(());
+        }
         next_deadline.send_if_modified(|d| {
             let modified = *d != next;
             *d = next;
@@ -269,12 +277,12 @@ async fn timer_loop(
         };
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {
-                if next.is_some() && jobs.send(Job::Tick).await.is_err() {
-                    return;
-                }
-                // Wait for the writer to publish the deadline after this one.
-                if next.is_some() && next_deadline.changed().await.is_err() {
-                    return;
+                if next.is_some() {
+                    // Wait until the writer has fired it, then look at the next deadline.
+                    let (done, fired) = oneshot::channel();
+                    if jobs.send(Job::Tick(done)).await.is_err() || fired.await.is_err() {
+                        return;
+                    }
                 }
             }
             r = next_deadline.changed() => if r.is_err() { return },
@@ -411,7 +419,7 @@ impl AppState {
     async fn submit(&self, cmd: Command, module: Option<(Hash32, Vec<u8>)>) -> ApiResult<Answer> {
         let (reply, rx) = oneshot::channel();
         self.jobs
-            .send(Job::Apply { cmd, module, reply })
+            .send(Job::Apply { cmd: Box::new(cmd), module, reply })
             .await
             .map_err(|_| ApiError::internal("writer is gone"))?;
         let result = rx.await.map_err(|_| ApiError::internal("writer dropped the request"))?;

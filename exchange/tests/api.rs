@@ -507,7 +507,8 @@ async fn kill_9_loses_no_acknowledged_bid_and_no_satoshi() {
             let (c, key, tx, article) = (c.clone(), key.clone(), tx.clone(), m.id());
             tasks.push(tokio::spawn(async move {
                 for j in 0u64.. {
-                    let side = if (i + j as usize) % 2 == 0 { Side::Buy } else { Side::Sell };
+                    let side =
+                        if (i + j as usize).is_multiple_of(2) { Side::Buy } else { Side::Sell };
                     match c.place_bid(&key, article, side, Sat(100 + (j * 7 + i as u64) % 50)).await
                     {
                         Ok(b) => {
