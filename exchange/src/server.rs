@@ -143,6 +143,8 @@ async fn json_errors(req: Request, next: Next) -> Response {
 enum Job {
     Apply {
         cmd: Box<Command>,
+        /// The parsed signed text, so the writer does not parse it again.
+        msg: Box<Message>,
         module: Option<(Hash32, Vec<u8>)>,
         reply: oneshot::Sender<Result<Answer, CoreError>>,
     },
@@ -219,8 +221,8 @@ fn writer_loop(
                         core.advance(now_ms());
                         ticks.push(done);
                     }
-                    Job::Apply { cmd, module, reply } => {
-                        let result = core.apply(&cmd, now_ms());
+                    Job::Apply { cmd, msg, module, reply } => {
+                        let result = core.apply_parsed(&cmd, *msg, now_ms());
                         if let Ok(applied) = &result
                             && applied.changed_state
                         {
@@ -416,10 +418,15 @@ impl AppState {
         self.core.lock().expect("core lock poisoned: the exchange stopped on a broken invariant")
     }
 
-    async fn submit(&self, cmd: Command, module: Option<(Hash32, Vec<u8>)>) -> ApiResult<Answer> {
+    async fn submit(
+        &self,
+        cmd: Command,
+        msg: Message,
+        module: Option<(Hash32, Vec<u8>)>,
+    ) -> ApiResult<Answer> {
         let (reply, rx) = oneshot::channel();
         self.jobs
-            .send(Job::Apply { cmd: Box::new(cmd), module, reply })
+            .send(Job::Apply { cmd: Box::new(cmd), msg: Box::new(msg), module, reply })
             .await
             .map_err(|_| ApiError::internal("writer is gone"))?;
         let result = rx.await.map_err(|_| ApiError::internal("writer dropped the request"))?;
@@ -521,9 +528,9 @@ async fn place_bid(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let env: Envelope = parse_json(body)?;
-    let (signed, _) = verify(&st, env)?;
+    let (signed, msg) = verify(&st, env)?;
     let cmd = Command::Bid { signed, bid_id: Id::random("b"), tx_id: Id::random("t") };
-    match st.submit(cmd, None).await? {
+    match st.submit(cmd, msg, None).await? {
         Answer::Bid(b) => {
             st.metrics.bids_accepted.fetch_add(1, Ordering::Relaxed);
             Ok(Json(b).into_response())
@@ -539,8 +546,8 @@ async fn cancel_bid(
 ) -> ApiResult<Response> {
     let bid = parse_id(&id)?;
     let env: Envelope = parse_json(body)?;
-    let (signed, _) = verify(&st, env)?;
-    match st.submit(Command::Cancel { signed, bid }, None).await? {
+    let (signed, msg) = verify(&st, env)?;
+    match st.submit(Command::Cancel { signed, bid }, msg, None).await? {
         Answer::Bid(b) => Ok(Json(b).into_response()),
         other => Err(ApiError::internal(format!("cancel answered with {other:?}"))),
     }
@@ -553,8 +560,8 @@ async fn tx_action(
 ) -> ApiResult<Response> {
     let tx = parse_id(&id)?;
     let env: Envelope = parse_json(body)?;
-    let (signed, _) = verify(&st, env)?;
-    match st.submit(Command::Tx { signed, tx }, None).await? {
+    let (signed, msg) = verify(&st, env)?;
+    match st.submit(Command::Tx { signed, tx }, msg, None).await? {
         Answer::Tx(t) => Ok(Json(t).into_response()),
         other => Err(ApiError::internal(format!("tx answered with {other:?}"))),
     }
@@ -652,7 +659,7 @@ async fn publish_article(
 ) -> ApiResult<Response> {
     let req: PublishRequest = parse_json(body)?;
     let (signed, msg) = verify(&st, req.envelope)?;
-    let Operation::Publish { module_sha256, size, .. } = msg.op else {
+    let Operation::Publish { module_sha256, size, .. } = msg.op.clone() else {
         return Err(ApiError::bad_request(
             "wrong_op",
             format!("this endpoint takes op=publish, the message has op={}", msg.op.name()),
@@ -703,7 +710,7 @@ async fn publish_article(
         }
         Runtime::NativeBlender { .. } => None,
     };
-    match st.submit(Command::Publish { signed, manifest: req.manifest }, module).await? {
+    match st.submit(Command::Publish { signed, manifest: req.manifest }, msg, module).await? {
         Answer::Article(a) => Ok(Json(a).into_response()),
         other => Err(ApiError::internal(format!("publish answered with {other:?}"))),
     }

@@ -67,6 +67,18 @@ pub enum Command {
     Publish { signed: Signed, manifest: Manifest },
 }
 
+impl Command {
+    /// The signed message the command carries.
+    pub fn signed(&self) -> &Signed {
+        match self {
+            Command::Bid { signed, .. }
+            | Command::Cancel { signed, .. }
+            | Command::Tx { signed, .. }
+            | Command::Publish { signed, .. } => signed,
+        }
+    }
+}
+
 /// What an accepted request answers (and answers again for the same envelope).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -302,14 +314,29 @@ impl Core {
 
     /// Apply a command at `now_ms` (after firing the deadlines up to it).
     pub fn apply(&mut self, cmd: &Command, now_ms: u64) -> Result<Applied, CoreError> {
+        let msg =
+            Message::parse(&cmd.signed().text).map_err(|e| CoreError::BadMessage(e.to_string()));
+        match msg {
+            Ok(msg) => self.apply_parsed(cmd, msg, now_ms),
+            Err(e) => {
+                self.advance(now_ms);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Core::apply`] for a caller that has parsed the signed text already (the shell
+    /// parses it before checking the signature): `msg` must be `Message::parse` of
+    /// `cmd`'s signed text.
+    pub fn apply_parsed(
+        &mut self,
+        cmd: &Command,
+        msg: Message,
+        now_ms: u64,
+    ) -> Result<Applied, CoreError> {
         self.advance(now_ms);
-        let signed = match cmd {
-            Command::Bid { signed, .. }
-            | Command::Cancel { signed, .. }
-            | Command::Tx { signed, .. }
-            | Command::Publish { signed, .. } => signed,
-        };
-        let msg = Message::parse(&signed.text).map_err(|e| CoreError::BadMessage(e.to_string()))?;
+        let signed = cmd.signed();
+        debug_assert_eq!(Message::parse(&signed.text).as_ref(), Ok(&msg));
         if msg.exchange != self.rules.exchange_id {
             return Err(CoreError::WrongExchange {
                 found: msg.exchange,
