@@ -921,11 +921,22 @@ pub async fn serve(
     let (jobs, rx) = mpsc::channel(WRITER_QUEUE_MAX);
     let (deadline_tx, deadline_rx) = watch::channel(next);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // If the writer stops on a broken invariant or a failed commit, the whole exchange
+    // stops (loudly) instead of serving reads from a state it can no longer persist.
+    let (writer_died_tx, writer_died) = oneshot::channel::<()>();
     let writer = {
         let (core, notifier, metrics) = (core.clone(), notifier.clone(), metrics.clone());
         std::thread::Builder::new()
             .name("bitwrk-exchange-writer".into())
-            .spawn(move || writer_loop(rx, store, core, notifier, deadline_tx, metrics))
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| {
+                    writer_loop(rx, store, core, notifier, deadline_tx, metrics)
+                });
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    let _ = writer_died_tx.send(());
+                    std::panic::resume_unwind(panic);
+                }
+            })
             .context("starting the writer thread")?
     };
     let timer = tokio::spawn(timer_loop(jobs.clone(), deadline_rx, shutdown_rx.clone()));
@@ -947,7 +958,10 @@ pub async fn serve(
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            shutdown.await;
+            tokio::select! {
+                _ = shutdown => {}
+                Ok(()) = writer_died => tracing::error!("the writer stopped; shutting the exchange down"),
+            }
             let _ = shutdown_tx.send(true);
         })
         .await;

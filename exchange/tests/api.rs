@@ -334,6 +334,10 @@ async fn refusals_are_json_4xx() {
         let (s, e) = post_raw(&bids, body).await;
         assert_eq!((s, e.map(|e| e.error)), (status, Some(code.to_string())));
     }
+    // The publish endpoint has its own, larger limit: 100 KB of junk is read and refused
+    // as bad JSON, not as too large.
+    let (s, e) = post_raw(&format!("{}/v1/articles", server.url), "x".repeat(100_000)).await;
+    assert_eq!((s, e.unwrap().error), (400, "bad_json".into()));
     let (s, e) = post_raw(&format!("{}/v1/nothing", server.url), "{}").await;
     assert_eq!((s, e.unwrap().error), (404, "not_found".into()));
     let r = reqwest::Client::new().delete(&bids).send().await.unwrap();

@@ -206,7 +206,7 @@ async fn run(args: Args, server_rt: tokio::runtime::Runtime) -> anyhow::Result<(
         tokio::net::TcpListener::from_std(std_listener)?
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = server_rt.spawn(bitwrk_exchange::serve(listener, config, async {
+    let server = server_rt.spawn(bitwrk_exchange::serve(listener, config.clone(), async {
         let _ = stop_rx.await;
     }));
     let c = ExchangeClient::connect(&url).await?;
@@ -303,6 +303,12 @@ async fn run(args: Args, server_rt: tokio::runtime::Runtime) -> anyhow::Result<(
     server.await??;
     server_rt.shutdown_background();
 
+    // Restart on the same database: the time to rebuild the state from the log.
+    let restart = Instant::now();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    bitwrk_exchange::serve(listener, config, async {}).await?;
+    let restart_ms = restart.elapsed().as_secs_f64() * 1e3;
+
     // The physical limit, measured now on the same machine.
     let sample: Vec<(Envelope, Address)> = per_client
         .iter()
@@ -335,6 +341,7 @@ async fn run(args: Args, server_rt: tokio::runtime::Runtime) -> anyhow::Result<(
         1e6 / per_cpu
     );
     println!("accepted bids per exchange CPU-s {per_cpu:.0}");
+    println!("restart, replaying {} log rows  {restart_ms:.0} ms", accepted + 2);
     println!(
         "bare signature checks/s          {bare_1:.0} (1 thread), {bare_all:.0} ({cores} threads)"
     );
