@@ -433,16 +433,19 @@ impl Core {
         if self.txs.contains_key(tx_id) {
             return Err(CoreError::IdTaken(tx_id.clone()));
         }
-        self.ledger.open_account(owner);
         let blocked = match side {
-            Side::Buy => {
-                let need = price_plus_fee(price, self.rules.fee_bps)
-                    .expect("price is capped far below overflow");
-                self.ledger.block(owner, need)?;
-                need
-            }
+            Side::Buy => price_plus_fee(price, self.rules.fee_bps)
+                .expect("price is capped far below overflow"),
             Side::Sell => Sat::ZERO,
         };
+        // Refuse before anything changes: a refused command is not logged, so it must
+        // leave no trace (not even a newly credited account) or replay would differ.
+        let (available, _) = self.ledger.balance(owner);
+        if available < blocked {
+            return Err(CoreError::InsufficientFunds { need: blocked.0, available: available.0 });
+        }
+        self.ledger.open_account(owner);
+        self.ledger.block(owner, blocked).expect("checked above");
         let seq = self.next_seq;
         self.next_seq += 1;
         let now = self.now_ms;

@@ -57,6 +57,8 @@ wall_ms = 1
 /// A test harness: a core with one published article, and signed-command helpers.
 struct T {
     core: Core,
+    /// Every accepted state-changing command with its time: what the shell logs.
+    log: Vec<(Command, u64)>,
     now: u64,
     nonce: u128,
     article: Hash32,
@@ -67,6 +69,7 @@ impl T {
     fn new() -> T {
         let mut t = T {
             core: Core::new(rules()),
+            log: Vec::new(),
             now: 1_000_000,
             nonce: 0,
             article: manifest().id(),
@@ -75,8 +78,38 @@ impl T {
         let m = manifest();
         let op = Operation::Publish { article: m.id(), module_sha256: Hash32::of(b""), size: 0 };
         let signed = t.signed(0, op);
-        t.core.apply(&Command::Publish { signed, manifest: m }, t.now).unwrap();
+        t.apply(&Command::Publish { signed, manifest: m }).unwrap();
         t
+    }
+
+    /// Apply at the harness's time and log it as the shell would.
+    fn apply(&mut self, cmd: &Command) -> Result<Applied, CoreError> {
+        let r = self.core.apply(cmd, self.now);
+        if let Ok(a) = &r
+            && a.changed_state
+        {
+            self.log.push((cmd.clone(), self.core.now_ms()));
+        }
+        r
+    }
+
+    /// Rebuild a core from the log (as a restart does) and check it equals this one.
+    fn check_replay(&self) {
+        let mut again = Core::new(rules());
+        for (cmd, now) in &self.log {
+            again.apply(cmd, *now).expect("a logged command applies again");
+        }
+        again.advance(self.core.now_ms());
+        again.check_full();
+        assert_eq!(again.ledger_view(), self.core.ledger_view());
+        for (id, b) in &self.core.bids {
+            assert_eq!(again.bid(id).as_ref(), Some(&b.view), "bid {id} after replay");
+        }
+        for (id, t) in &self.core.txs {
+            assert_eq!(again.tx(id).as_ref(), Some(t), "tx {id} after replay");
+        }
+        assert_eq!(again.articles(), self.core.articles());
+        assert_eq!(again.next_deadline_ms(), self.core.next_deadline_ms());
     }
 
     fn signed(&mut self, who: usize, op: Operation) -> Signed {
@@ -103,7 +136,7 @@ impl T {
 
     fn bid(&mut self, who: usize, side: Side, price: u64) -> Result<BidView, CoreError> {
         let cmd = self.bid_cmd(who, side, price);
-        let r = self.core.apply(&cmd, self.now).map(|a| match a.answer {
+        let r = self.apply(&cmd).map(|a| match a.answer {
             Answer::Bid(b) => b,
             other => panic!("{other:?}"),
         });
@@ -113,9 +146,7 @@ impl T {
 
     fn act(&mut self, who: usize, tx: &Id, action: TxAction) -> Result<TxView, CoreError> {
         let signed = self.signed(who, Operation::Tx { tx: tx.clone(), action });
-        let r = self.core.apply(&Command::Tx { signed, tx: tx.clone() }, self.now).map(|a| match a
-            .answer
-        {
+        let r = self.apply(&Command::Tx { signed, tx: tx.clone() }).map(|a| match a.answer {
             Answer::Tx(t) => t,
             other => panic!("{other:?}"),
         });
@@ -179,6 +210,11 @@ fn escrow_refund_of_difference_and_fees() {
     assert_eq!(b.blocked_sat, Sat(105));
     // Not enough money.
     assert_eq!(t.bid(3, Side::Buy, CAPITAL).unwrap_err().code(), "insufficient_funds");
+    // A refused first bid leaves no trace: no account is credited (replay must agree).
+    let accounts = t.core.ledger_view().accounts;
+    assert_eq!(t.bid(0, Side::Buy, CAPITAL).unwrap_err().code(), "insufficient_funds");
+    assert_eq!(t.core.ledger_view().accounts, accounts);
+    t.check_replay();
 }
 
 #[test]
@@ -233,6 +269,7 @@ fn full_trade_pays_seller_and_fee() {
     assert_eq!(t.avail(2), CAPITAL - 1030);
     assert_eq!(t.core.ledger_view().fees_sat, Sat(30));
     assert_eq!(t.act(2, &txid, TxAction::Accept).unwrap_err().code(), "tx_closed");
+    t.check_replay();
 }
 
 #[test]
@@ -492,13 +529,14 @@ impl Model {
         price: u64,
         now: u64,
     ) -> Result<Option<usize>, &'static str> {
+        let blocked = if buy { price + fee_of(price) } else { 0 };
+        let avail = if self.seen[who] { self.avail[who] } else { CAPITAL };
+        if avail < blocked {
+            return Err("insufficient_funds");
+        }
         if !self.seen[who] {
             self.seen[who] = true;
             self.avail[who] = CAPITAL;
-        }
-        let blocked = if buy { price + fee_of(price) } else { 0 };
-        if self.avail[who] < blocked {
-            return Err("insufficient_funds");
         }
         self.avail[who] -= blocked;
         self.blocked[who] += blocked;
@@ -604,7 +642,7 @@ fn run_sequence(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let side = if buy { Side::Buy } else { Side::Sell };
                 let cmd = t.bid_cmd(who, side, price);
                 m.advance(t.now);
-                let got = t.core.apply(&cmd, t.now);
+                let got = t.apply(&cmd);
                 let want = m.bid(who, buy, price, t.now);
                 match (&got, want) {
                     (Ok(a), Ok(tx)) => {
@@ -629,7 +667,7 @@ fn run_sequence(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let id = bid_ids[i].clone();
                 let signed = t.signed(who, Operation::Cancel { bid: id.clone() });
                 m.advance(t.now);
-                let got = t.core.apply(&Command::Cancel { signed, bid: id }, t.now);
+                let got = t.apply(&Command::Cancel { signed, bid: id });
                 let b = &m.bids[i];
                 let want = if b.owner != who {
                     Err("not_owner")
@@ -733,7 +771,7 @@ fn run_sequence(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Replay => {
                 if let Some((cmd, answer, valid_until)) = &last {
-                    let got = t.core.apply(cmd, t.now);
+                    let got = t.apply(cmd);
                     m.advance(t.now);
                     if t.now / 1000 > *valid_until {
                         prop_assert_eq!(got.unwrap_err().code(), "expired");
@@ -760,6 +798,7 @@ fn run_sequence(ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
         let l = t.core.ledger_view();
         prop_assert_eq!(l.fees_sat.0, m.fees);
+        prop_assert_eq!(l.accounts, m.seen.iter().filter(|s| **s).count() as u64);
         prop_assert_eq!(l.available_sat.0 + l.blocked_sat.0 + l.fees_sat.0, l.created_sat.0);
         for (i, id) in bid_ids.iter().enumerate() {
             let b = t.core.bid(id).unwrap();
@@ -784,6 +823,8 @@ fn run_sequence(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
         }
     }
+    // A restart (replay of the log) reaches exactly the same state.
+    t.check_replay();
     Ok(())
 }
 
