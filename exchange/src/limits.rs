@@ -58,3 +58,7 @@ pub const KEY_CACHE_MAX: usize = 1_000_000;
 
 /// Most articles the registry accepts (each publish stores a manifest and maybe a module).
 pub const ARTICLES_MAX: usize = 100_000;
+
+/// Longest a server-sent event stream stays open; the client reconnects with the last
+/// version it saw (`after_version`). Bounds how long one connection is held.
+pub const SSE_STREAM_MAX: Duration = Duration::from_secs(600);

@@ -31,7 +31,8 @@ use crate::Config;
 use crate::core::{Answer, Command, Core, CoreError, Rules, Signed};
 use crate::limits::{
     BODY_BYTES_MAX, COMMIT_GROUP_MAX, CONCURRENT_REQUESTS_MAX, KEY_CACHE_MAX, MODULE_BYTES_MAX,
-    PUBLISH_BODY_BYTES_MAX, RATE_LIMIT_IPS_MAX, REQUEST_TIMEOUT, WAIT_MS_MAX, WRITER_QUEUE_MAX,
+    PUBLISH_BODY_BYTES_MAX, RATE_LIMIT_IPS_MAX, REQUEST_TIMEOUT, SSE_STREAM_MAX, WAIT_MS_MAX,
+    WRITER_QUEUE_MAX,
 };
 use crate::store::{LogEntry, Reader, Store};
 
@@ -480,7 +481,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/bids", post(place_bid))
         .route("/v1/bids/{id}", get(get_bid))
         .route("/v1/bids/{id}/cancel", post(cancel_bid))
+        .route("/v1/bids/{id}/events", get(bid_events))
         .route("/v1/tx/{id}", get(get_tx).post(tx_action))
+        .route("/v1/tx/{id}/events", get(tx_events))
         .route("/v1/accounts/{address}", get(account))
         .route("/v1/ledger", get(ledger))
         .route("/v1/articles/{id}", get(article))
@@ -636,6 +639,96 @@ async fn get_tx(
         "transaction",
     )
     .await
+}
+
+/// What an event stream reads: the view as JSON, its version, and whether it is final
+/// (no further change will come, so the stream ends after sending it).
+type EventRead = fn(&Core, &Id) -> Option<(String, u64, bool)>;
+
+/// A server-sent event stream of a bid's or transaction's versions above
+/// `after_version` (default 0: the current one at once), until it is final, the
+/// stream has been open [`SSE_STREAM_MAX`], or the exchange shuts down.
+fn event_stream(
+    st: Arc<AppState>,
+    id: Id,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+    read: EventRead,
+    name: &'static str,
+) -> ApiResult<Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let Query(q) = q.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let changes = st.notifier.subscribe(&id);
+    if read(&st.core(), &id).is_none() {
+        return Err(ApiError::not_found(format!("no {name} {id}")));
+    }
+    let until = tokio::time::Instant::now() + SSE_STREAM_MAX;
+    let shutdown = st.shutdown.clone();
+    let start = (st, id, changes, shutdown, q.after_version.unwrap_or(0), false);
+    let stream = futures_util::stream::unfold(
+        start,
+        move |(st, id, mut changes, mut shutdown, last, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let (json, version, fin) = read(&st.core(), &id)?;
+                if version > last {
+                    let event = Event::default().event(name).id(version.to_string()).data(json);
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(event),
+                        (st, id, changes, shutdown, version, fin),
+                    ));
+                }
+                tokio::select! {
+                    r = changes.changed() => if r.is_err() { return None },
+                    _ = tokio::time::sleep_until(until) => return None,
+                    _ = shutdown.changed() => return None,
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+async fn bid_events(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    event_stream(
+        st,
+        id,
+        q,
+        |c, id| {
+            c.bid(id).map(|b| {
+                let fin = b.state != bitwrk_protocol::api::BidState::Open;
+                (serde_json::to_string(&b).expect("views serialise"), b.version, fin)
+            })
+        },
+        "bid",
+    )
+}
+
+async fn tx_events(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    event_stream(
+        st,
+        id,
+        q,
+        |c, id| {
+            // Final once settled and no deadline remains (terminal phase or deadline passed).
+            c.tx(id).map(|t| {
+                let fin = t.settlement.is_some() && t.deadline_ms.is_none();
+                (serde_json::to_string(&t).expect("views serialise"), t.version, fin)
+            })
+        },
+        "tx",
+    )
 }
 
 async fn account(

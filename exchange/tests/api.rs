@@ -124,12 +124,25 @@ async fn full_trade_over_http() {
         let (c, id, v) = (c.clone(), sell.id.clone(), sell.version);
         tokio::spawn(async move { c.wait_bid(&id, v, Duration::from_secs(30)).await })
     };
+    // The same as a server-sent event stream: the match is pushed, then the stream ends.
+    let mut events = reqwest::get(format!(
+        "{}/v1/bids/{}/events?after_version={}",
+        server.url, sell.id, sell.version
+    ))
+    .await
+    .unwrap();
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
     let book = c.book(&article).await.unwrap();
     assert_eq!(book.resting[0].reason, "no buyer at or above 1000 sat; no buy bids");
     let buy = c.place_bid(&buyer, article, Side::Buy, Sat(1500)).await.unwrap();
     assert_eq!(buy.state, BidState::Matched);
     assert_eq!(buy.blocked_sat, Sat(1030), "older bid's price; difference refunded");
     let woken = waiter.await.unwrap().unwrap();
+    let mut text = String::new();
+    while let Some(chunk) = events.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains("event: bid") && text.contains("\"state\":\"matched\""), "{text}");
     assert_eq!(woken.state, BidState::Matched);
     let txid = woken.tx.clone().unwrap();
     assert_eq!(buy.tx.as_ref(), Some(&txid));
