@@ -566,3 +566,22 @@ async fn kill_9_loses_no_acknowledged_bid_and_no_satoshi() {
     p.child.kill().unwrap();
     p.child.wait().unwrap();
 }
+
+/// A client written from the docs alone (Python standard library, secp256k1 in plain
+/// Python) trades against the real binary.
+#[test]
+fn a_client_written_from_the_docs_trades() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = spawn_exchange(&dir.path().join("doc.sqlite"));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/doc_client.py");
+    let out = Command::new("python3").arg(script).arg(&p.url).output();
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    let out = out.expect("python3 runs (it is needed for this test)");
+    assert!(
+        out.status.success(),
+        "doc client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
