@@ -585,3 +585,82 @@ fn a_client_written_from_the_docs_trades() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Garbage and mangled requests: always a 4xx with a JSON error body, never a 5xx.
+#[tokio::test]
+async fn malformed_input_never_5xx() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Config { rate_limit_per_s: 0, ..config(dir.path()) }).await;
+    let c = ExchangeClient::connect(&server.url).await.unwrap();
+    let key = PrivateKey::generate();
+    let m = native_manifest("fuzz");
+    c.publish(&key, &m, &[]).await.unwrap();
+    let good = serde_json::to_vec(
+        &c.sign(&key, Operation::Bid { article: m.id(), side: Side::Buy, price: Sat(5) }),
+    )
+    .unwrap();
+    let publish = serde_json::to_vec(&bitwrk_protocol::api::PublishRequest {
+        envelope: c.sign(
+            &key,
+            Operation::Publish { article: m.id(), module_sha256: Hash32::of(b""), size: 0 },
+        ),
+        manifest: m.clone(),
+        module_base64: String::new(),
+    })
+    .unwrap();
+    let http = reqwest::Client::new();
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let paths = ["/v1/bids", "/v1/bids/b1/cancel", "/v1/tx/t1", "/v1/articles"];
+    for round in 0..200 {
+        let base = if round % 2 == 0 { &good } else { &publish };
+        let mut body = base.clone();
+        match next() % 4 {
+            0 => body.truncate((next() as usize) % body.len()),
+            1 => {
+                for _ in 0..1 + next() % 4 {
+                    let i = (next() as usize) % body.len();
+                    body[i] = next() as u8;
+                }
+            }
+            2 => body = (0..next() % 300).map(|_| next() as u8).collect(),
+            _ => {
+                let i = (next() as usize) % body.len();
+                body.insert(i, b"\"{}[],:\\"[(next() % 8) as usize]);
+            }
+        }
+        let path = paths[(next() as usize) % paths.len()];
+        let r = http.post(format!("{}{path}", server.url)).body(body.clone()).send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        if status == 200 {
+            continue; // a mutation that happens to be valid (e.g. an idempotent repeat)
+        }
+        assert!(
+            (400..500).contains(&status),
+            "{path} {status} {text} for {:?}",
+            String::from_utf8_lossy(&body)
+        );
+        let e: ErrorBody =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not a JSON error: {text}"));
+        assert!(!e.error.is_empty());
+    }
+    for path in [
+        "/v1/bids/%FF",
+        "/v1/tx/..%2F..",
+        "/v1/articles/zz/book",
+        "/v1/accounts/%00",
+        "/v1/bids/b1?wait_ms=-1",
+    ] {
+        let r = http.get(format!("{}{path}", server.url)).send().await.unwrap();
+        let status = r.status().as_u16();
+        assert!((400..500).contains(&status), "{path}: {status}");
+        r.json::<ErrorBody>().await.unwrap();
+    }
+    server.stop().await;
+}
