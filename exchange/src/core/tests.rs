@@ -844,3 +844,44 @@ proptest! {
         run_sequence(ops)?;
     }
 }
+
+/// The wire form of the core's views, pinned (snapshot): a change here is a change of
+/// the API that docs/PROTOCOL-exchange.md and every client must follow.
+#[test]
+fn view_json_snapshots() {
+    let mut t = T::new();
+    t.bid(1, Side::Sell, 1200).unwrap();
+    t.bid(2, Side::Buy, 900).unwrap();
+    t.now += 2500;
+    let b = t.bid(3, Side::Buy, 1300).unwrap();
+    assert_eq!(
+        json(&b),
+        format!(
+            r#"{{"id":"b3","article":"{a}","side":"buy","price_sat":1300,"blocked_sat":1236,"owner":"{o}","state":"matched","created_ms":1002500,"expires_ms":1122500,"tx":"t3","version":6}}"#,
+            a = t.article,
+            o = KEYS[3].address()
+        )
+    );
+    let book = t.core.book(&t.article).unwrap();
+    assert_eq!(
+        json(&book),
+        format!(
+            r#"{{"article":"{a}","buys":[{{"price_sat":900,"count":1}}],"sells":[],"last_price_sat":1200,"median_time_to_match_ms":2500,"resting":[{{"id":"b2","side":"buy","price_sat":900,"reason":"no seller at or below 900 sat; no sell bids"}}]}}"#,
+            a = t.article
+        )
+    );
+    let tx = t.core.tx(&Id::new("t3").unwrap()).unwrap();
+    assert_eq!(
+        json(&tx),
+        format!(
+            r#"{{"id":"t3","article":"{a}","buyer":"{b}","seller":"{s}","buy_bid":"b3","sell_bid":"b1","price_sat":1200,"fee_sat":36,"phase":"establishing","deadline_ms":1062500,"matched_ms":1002500,"work_hash":null,"secret_hash":null,"worker_url":null,"enc_result_hash":null,"receipt":null,"result_key":null,"reason":null,"settlement":null,"history":[{{"phase":"establishing","at_ms":1002500}}],"version":4}}"#,
+            a = t.article,
+            b = KEYS[3].address(),
+            s = KEYS[1].address()
+        )
+    );
+}
+
+fn json<V: serde::Serialize>(v: &V) -> String {
+    serde_json::to_string(v).unwrap()
+}
