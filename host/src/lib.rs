@@ -1,11 +1,14 @@
 //! bitwrk-host as a library: every subcommand is a module with one job; `main.rs` is glue.
 
+pub mod api;
 pub mod article_cmd;
 pub mod buy_cmd;
 pub mod data_dir;
 pub mod demo;
 pub mod identity_cmd;
+pub mod mandates;
 pub mod run_cmd;
+pub mod state;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {

@@ -1,0 +1,420 @@
+//! The admin web UI's HTTP surface: the static page and the `/api/...` JSON routes and
+//! SSE stream it uses (docs/PROTOCOL-hostapi.md). Thin: the logic lives in `state`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bitwrk_protocol::Hash32;
+use bitwrk_protocol::api::ErrorBody;
+use futures_util::{Stream, StreamExt as _};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use crate::mandates::{MandateSpec, Origin};
+use crate::state::{HostState, StateError, now_ms};
+
+/// Largest request body: the biggest is a mandate spec, a few hundred bytes.
+pub const API_BODY_BYTES_MAX: usize = 16 * 1024;
+/// Open `/api/events` streams at once: one per open browser tab; more is a runaway client.
+pub const SSE_CLIENTS_MAX: usize = 32;
+/// A call through to the exchange (account, book, articles) gives up after this.
+pub const EXCHANGE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+const INDEX_HTML: &str = include_str!("ui/index.html");
+const APP_JS: &str = include_str!("ui/app.js");
+const STYLE_CSS: &str = include_str!("ui/style.css");
+
+#[derive(Clone)]
+struct Api {
+    state: Arc<HostState>,
+    sse: Arc<Semaphore>,
+}
+
+/// The UI and API router for `state` (see [`HostState::router`]).
+pub fn router(state: Arc<HostState>) -> Router {
+    let api = Api { state, sse: Arc::new(Semaphore::new(SSE_CLIENTS_MAX)) };
+    Router::new()
+        .route("/", get(|| async { static_file("text/html; charset=utf-8", INDEX_HTML) }))
+        .route("/app.js", get(|| async { static_file("text/javascript; charset=utf-8", APP_JS) }))
+        .route("/style.css", get(|| async { static_file("text/css; charset=utf-8", STYLE_CSS) }))
+        .route("/api/info", get(info))
+        .route("/api/account", get(account))
+        .route("/api/activities", get(activities))
+        .route("/api/activities/{id}/permit", post(permit))
+        .route("/api/activities/{id}/forbid", post(forbid))
+        .route("/api/trades", get(trades))
+        .route("/api/workers", get(workers))
+        .route("/api/mandates", get(mandates).post(add_mandate))
+        .route("/api/mandates/{id}", axum::routing::delete(revoke_mandate))
+        .route("/api/articles", get(articles))
+        .route("/api/articles/{id}/book", get(book))
+        .route("/api/events", get(events))
+        // No router-wide fallback: the run command merges this router with the proxy's.
+        .route(
+            "/api/{*rest}",
+            axum::routing::any(|| async {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route")
+            }),
+        )
+        .layer(DefaultBodyLimit::max(API_BODY_BYTES_MAX))
+        .layer(middleware::from_fn(local_only))
+        .with_state(api)
+}
+
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body)
+        .into_response()
+}
+
+/// An API error: `{"error": code, "message": text}` with its status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError { status, body: ErrorBody { error: code.to_string(), message: message.into() } }
+    }
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    fn exchange(e: impl std::fmt::Display) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "exchange_error",
+            format!("the exchange did not answer: {e}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<StateError> for ApiError {
+    fn from(e: StateError) -> ApiError {
+        match &e {
+            StateError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            StateError::NotPending(_) => {
+                ApiError::new(StatusCode::CONFLICT, "not_pending", e.to_string())
+            }
+            StateError::Mandate(_) => ApiError::bad_request(e.to_string()),
+            StateError::Persist(_) => {
+                tracing::error!(error = %e, "api: saving mandates failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error (see the host's log)",
+                )
+            }
+        }
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// Whether a `Host` header value (or an origin's host part) names this machine.
+fn is_local_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [::1]:port
+        match rest.split_once(']') {
+            Some((name, rest))
+                if rest.is_empty() || rest.strip_prefix(':').is_some_and(is_port) =>
+            {
+                return name == "::1";
+            }
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1"
+}
+
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether an `Origin` header value is a page served from this machine.
+fn is_local_origin(origin: &str) -> bool {
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|rest| !rest.contains('/') && is_local_host(rest))
+}
+
+/// DNS-rebinding and CSRF protection. Every request must name a local `Host`
+/// (a rebinding page's requests carry its own host name); a request that changes state
+/// must, if it has an `Origin`, come from a local page, and must not be marked
+/// `Sec-Fetch-Site: cross-site`.
+async fn local_only(req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !is_local_host(host) {
+        tracing::warn!(host, "api: refused a request for a non-local Host");
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_host",
+            "only http://localhost or 127.0.0.1 may use this UI",
+        )
+        .into_response();
+    }
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if !safe && let Some(why) = cross_site(headers) {
+        tracing::warn!(why, method = %req.method(), uri = %req.uri(), "api: refused a cross-site request");
+        return ApiError::new(StatusCode::FORBIDDEN, "forbidden_origin", why).into_response();
+    }
+    next.run(req).await
+}
+
+fn cross_site(headers: &HeaderMap) -> Option<&'static str> {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        if !origin.to_str().is_ok_and(is_local_origin) {
+            return Some("state-changing requests are accepted from local pages only (Origin)");
+        }
+    }
+    if headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes() == b"cross-site") {
+        return Some("state-changing requests are accepted from local pages only (Sec-Fetch-Site)");
+    }
+    None
+}
+
+#[derive(Serialize)]
+struct InfoView {
+    address: String,
+    now_ms: u64,
+    version: &'static str,
+}
+
+async fn info(State(api): State<Api>) -> Json<InfoView> {
+    Json(InfoView {
+        address: api.state.address.to_string(),
+        now_ms: now_ms(),
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+async fn with_timeout<T, E: std::fmt::Display>(
+    f: impl Future<Output = Result<T, E>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(EXCHANGE_CALL_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ApiError::exchange(e)),
+        Err(_) => Err(ApiError::exchange(format!(
+            "no answer within {} s",
+            EXCHANGE_CALL_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+async fn account(State(api): State<Api>) -> ApiResult<bitwrk_protocol::api::AccountView> {
+    let s = &api.state;
+    Ok(Json(with_timeout(s.exchange.account(&s.address)).await?))
+}
+
+async fn activities(State(api): State<Api>) -> Json<Vec<crate::state::Activity>> {
+    Json(api.state.activities())
+}
+
+fn parse_id(s: &str, what: &str) -> Result<u64, ApiError> {
+    s.parse().map_err(|_| ApiError::bad_request(format!("{what} id must be a number, not {s:?}")))
+}
+
+/// Body of `POST /api/activities/{id}/permit` (optional).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PermitBody {
+    /// Also create this mandate.
+    #[serde(default)]
+    mandate: Option<MandateSpec>,
+}
+
+/// Parse an optional JSON body: empty is the default value.
+fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
+}
+
+async fn permit(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<crate::state::Activity> {
+    let id = parse_id(&id, "activity")?;
+    let b: PermitBody = optional_json(&body)?;
+    Ok(Json(api.state.permit(id, b.mandate)?))
+}
+
+async fn forbid(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> ApiResult<crate::state::Activity> {
+    let id = parse_id(&id, "activity")?;
+    Ok(Json(api.state.forbid(id)?))
+}
+
+async fn trades(State(api): State<Api>) -> Json<Vec<crate::state::TradeInfo>> {
+    Json(api.state.trades())
+}
+
+async fn workers(State(api): State<Api>) -> Json<Vec<crate::state::WorkerInfo>> {
+    Json(api.state.workers())
+}
+
+async fn mandates(State(api): State<Api>) -> Json<Vec<crate::mandates::Mandate>> {
+    Json(api.state.mandates())
+}
+
+async fn add_mandate(
+    State(api): State<Api>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<crate::mandates::Mandate>), ApiError> {
+    let spec: MandateSpec = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("bad mandate: {e}")))?;
+    Ok((StatusCode::CREATED, Json(api.state.add_mandate(&spec, Origin::User)?)))
+}
+
+async fn revoke_mandate(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id, "mandate")?;
+    api.state.revoke_mandate(id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// One entry of `GET /api/articles`.
+#[derive(Serialize)]
+struct ArticleView {
+    id: Hash32,
+    name: String,
+    version: Option<String>,
+    /// Published on the exchange (false: only seen in this host's trades).
+    published: bool,
+}
+
+async fn articles(State(api): State<Api>) -> ApiResult<Vec<ArticleView>> {
+    let published = with_timeout(api.state.exchange.articles()).await?;
+    let mut out: Vec<ArticleView> = published
+        .into_iter()
+        .map(|a| ArticleView {
+            id: a.id,
+            name: a.manifest.name.clone(),
+            version: Some(a.manifest.version.to_string()),
+            published: true,
+        })
+        .collect();
+    for (id, name) in api.state.known_articles() {
+        if !out.iter().any(|a| a.id == id) {
+            out.push(ArticleView { id, name, version: None, published: false });
+        }
+    }
+    Ok(Json(out))
+}
+
+async fn book(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> ApiResult<bitwrk_protocol::api::BookView> {
+    let id: Hash32 = id
+        .parse()
+        .map_err(|e: bitwrk_protocol::hash::HashParseError| ApiError::bad_request(e.to_string()))?;
+    Ok(Json(with_timeout(api.state.exchange.book(&id)).await?))
+}
+
+/// `GET /api/events`: server-sent events, one per change (event name = kind, data = the
+/// JSON of `UiEvent`), and `resync` when this client fell behind and should reload.
+async fn events(
+    State(api): State<Api>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let permit = api.sse.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("at most {SSE_CLIENTS_MAX} live views at once"),
+        )
+    })?;
+    let rx = api.state.subscribe();
+    let hello = futures_util::stream::once(async { Event::default().event("hello").data("{}") });
+    let stream = hello
+        .chain(BroadcastStream::new(rx).map(move |r| {
+            // The permit lives as long as the stream.
+            let _held = &permit;
+            match r {
+                Ok(ev) => Event::default()
+                    .event(ev.kind())
+                    .json_data(&ev)
+                    .unwrap_or_else(|_| Event::default().event("resync").data("{}")),
+                Err(BroadcastStreamRecvError::Lagged(n)) => {
+                    tracing::debug!(missed = n, "ui events: subscriber lagged; resync");
+                    Event::default().event("resync").data("{}")
+                }
+            }
+        }))
+        .map(Ok);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_hosts() {
+        for (h, want) in [
+            ("localhost", true),
+            ("localhost:8081", true),
+            ("LOCALHOST:1", true),
+            ("127.0.0.1:8081", true),
+            ("127.0.0.1", true),
+            ("[::1]:8081", true),
+            ("[::1]", true),
+            ("", false),
+            ("evil.example:8081", false),
+            ("localhost.evil.example", false),
+            ("127.0.0.1.nip.io:8081", false),
+            ("127.0.0.2:8081", false),
+            ("[::2]:80", false),
+            ("localhost:", false),
+            ("localhost:80x", false),
+            ("[::1]x", false),
+        ] {
+            assert_eq!(is_local_host(h), want, "{h:?}");
+        }
+        for (o, want) in [
+            ("http://localhost:8081", true),
+            ("http://127.0.0.1:5", true),
+            ("https://[::1]:8081", true),
+            ("null", false),
+            ("http://evil.example", false),
+            ("http://localhost:8081/x", false),
+            ("file://localhost", false),
+        ] {
+            assert_eq!(is_local_origin(o), want, "{o:?}");
+        }
+    }
+}
