@@ -203,8 +203,6 @@ def render_tile(scene, job):
     w, h = frame_size(scene)
     if (job["width"], job["height"]) != (w, h):
         refuse("bad_input", "the job is for a %dx%d frame, the scene renders %dx%d" % (job["width"], job["height"], w, h))
-    if not (scene.frame_start <= job["frame"] <= scene.frame_end):
-        refuse("bad_input", "frame %d is outside the scene's %d..%d" % (job["frame"], scene.frame_start, scene.frame_end))
     x0, y0, x1, y1 = job["x0"], job["y0"], job["x1"], job["y1"]
     r = scene.render
     # The job counts rows from the top; Blender's border from the bottom.

@@ -217,6 +217,12 @@ impl Bridge {
             return Err(e);
         }
         let result = w.render(job);
+        if let Err(e) = &result
+            && e.reason != ReasonCode::BadInput
+        {
+            // Only a refused job leaves the Blender in a known state; anything else ends it.
+            w.kill();
+        }
         match &result {
             Ok((tile, cpu_s)) => tracing::info!(
                 scene = %scene_hash, pid = w.pid(), tiles = w.tiles, bytes = tile.len(),
@@ -338,7 +344,7 @@ impl Bridge {
                     pool.refused.push((scene_hash, e.clone()));
                 }
                 drop(pool);
-                self.freed.notify_one();
+                self.freed.notify_all();
                 tracing::warn!(scene = %scene_hash, reason = %e.reason, message = %e.message, "scene refused");
                 Err(e)
             }
@@ -355,7 +361,7 @@ impl Bridge {
             Some(w)
         };
         drop(pool);
-        self.freed.notify_one();
+        self.freed.notify_all();
         drop(dead);
     }
 
