@@ -75,6 +75,40 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Check every setting is within its limits (see [`limits`]).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.fee_bps <= crate::limits::FEE_BPS_MAX,
+            "--fee-bps must be at most 10000 (100 %)"
+        );
+        anyhow::ensure!(
+            (1..=crate::limits::DURATION_S_MAX).contains(&self.bid_lifetime_s),
+            "--bid-lifetime-s must be 1..={}",
+            crate::limits::DURATION_S_MAX
+        );
+        for (flag, v) in [
+            ("--establishing-s", self.establishing_s),
+            ("--transmitting-s", self.transmitting_s),
+            ("--working-s", self.working_s),
+            ("--unverified-s", self.unverified_s),
+            ("--result-disputed-s", self.result_disputed_s),
+        ] {
+            anyhow::ensure!(
+                (1..=crate::limits::DURATION_S_MAX).contains(&v),
+                "{flag} must be 1..={}",
+                crate::limits::DURATION_S_MAX
+            );
+        }
+        anyhow::ensure!(
+            self.starting_capital_sat <= crate::limits::PRICE_SAT_MAX,
+            "--starting-capital-sat must be at most {}",
+            crate::limits::PRICE_SAT_MAX
+        );
+        Ok(())
+    }
+}
+
 /// Run the exchange on a bound listener until `shutdown` completes: rebuild the state
 /// from `config.db_path`, serve the HTTP API, commit everything accepted, return.
 /// (`config.listen` is not used here; the caller bound the listener.)

@@ -62,3 +62,7 @@ pub const ARTICLES_MAX: usize = 100_000;
 /// Longest a server-sent event stream stays open; the client reconnects with the last
 /// version it saw (`after_version`). Bounds how long one connection is held.
 pub const SSE_STREAM_MAX: Duration = Duration::from_secs(600);
+
+/// Longest bid lifetime or phase deadline a flag may set (one year): keeps every
+/// deadline sum far from u64 overflow in milliseconds.
+pub const DURATION_S_MAX: u64 = 365 * 24 * 3600;

@@ -38,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
     if config.db_path.is_relative() {
         config.db_path = data_dir.join(&config.db_path);
     }
+    config.validate()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

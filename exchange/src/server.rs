@@ -997,11 +997,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    anyhow::ensure!(
-        config.fee_bps <= crate::limits::FEE_BPS_MAX,
-        "--fee-bps must be at most 10000 (100 %)"
-    );
-    anyhow::ensure!(config.bid_lifetime_s > 0, "--bid-lifetime-s must be positive");
+    config.validate()?;
     let cfg = config.clone();
     let (store, core, replayed) = tokio::task::spawn_blocking(move || load(&cfg)).await??;
     let reader = Reader::open(&config.db_path).context("opening a reader connection")?;
