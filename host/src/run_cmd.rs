@@ -1,8 +1,239 @@
-//! PLACEHOLDER: being written (owner: host engineer). Replace this whole file.
+//! `bitwrk-host run`: both sides of a trade. The internal port (127.0.0.1) serves the
+//! buying proxy and the admin UI; the external port (when `--ext-port` ≥ 0) serves the
+//! transfer to buyers and the host sells the `--sell` articles. Without `--exchange` an
+//! exchange runs in-process on `data_dir/exchange.sqlite`.
 
-#[derive(clap::Args, Debug)]
-pub struct RunArgs {}
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
 
-pub fn run(_args: RunArgs, _data_dir: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("not implemented yet")
+use anyhow::Context as _;
+use bitwrk_exchange::client::ExchangeClient;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::mandates::{MandateSpec, Origin};
+use crate::node::{Gate, Node};
+use crate::proxy::Proxy;
+use crate::seller::{Engines, SellSpec, Seller, SellerConfig};
+use crate::state::HostState;
+use crate::store::Store;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The exchange's URL; without it an exchange runs in-process (one machine works
+    /// out of the box) on data_dir/exchange.sqlite.
+    #[arg(long, env = "BITWRK_EXCHANGE")]
+    pub exchange: Option<String>,
+    /// Port of the embedded exchange (127.0.0.1; 0 picks a free one). Only without --exchange.
+    #[arg(long, env = "BITWRK_EXCHANGE_PORT", default_value_t = 8080)]
+    pub exchange_port: u16,
+    /// Internal port: buying proxy and admin UI, bound to 127.0.0.1 only (0: a free one).
+    #[arg(long, env = "BITWRK_INT_PORT", default_value_t = 8081)]
+    pub int_port: u16,
+    /// External port buyers reach this host's worker on; -1 turns selling off (0: a free one).
+    #[arg(long, env = "BITWRK_EXT_PORT", default_value_t = -1, allow_negative_numbers = true)]
+    pub ext_port: i32,
+    /// Address to bind the external port to and to tell buyers; default: bind all
+    /// interfaces and tell buyers this machine's first non-loopback IPv4 address.
+    #[arg(long, env = "BITWRK_EXT_ADDR")]
+    pub ext_addr: Option<IpAddr>,
+    /// Unmatched sell bids kept open per sold article.
+    #[arg(long, env = "BITWRK_NUM_UNMATCHED_BIDS", default_value_t = 1)]
+    pub num_unmatched_bids: usize,
+    /// Sell ARTICLE (id or name) at MIN_PRICE sat or more [default price: 100]; repeatable.
+    #[arg(long = "sell", env = "BITWRK_SELL", value_delimiter = ',', value_name = "ARTICLE[:MIN_PRICE]")]
+    pub sell: Vec<SellSpec>,
+    /// Work on this many trades at once [default: the number of cores].
+    #[arg(long, env = "BITWRK_WORKER_SLOTS")]
+    pub worker_slots: Option<usize>,
+    /// A standing permission to trade, SIDE:ARTICLE:PRICE[:trades=N][:minutes=M]; repeatable.
+    #[arg(long = "mandate", env = "BITWRK_MANDATE", value_delimiter = ',')]
+    pub mandates: Vec<MandateSpec>,
+    /// Bound of the content store on disk, in bytes.
+    #[arg(long, env = "BITWRK_STORE_MAX_BYTES", default_value_t = crate::limits::STORE_BYTES_DEFAULT)]
+    pub store_max_bytes: u64,
+}
+
+/// A host that is up: where it listens and how to stop it.
+pub struct RunningHost {
+    pub int_addr: SocketAddr,
+    pub ext_addr: Option<SocketAddr>,
+    pub exchange_url: String,
+    pub node: Arc<Node>,
+    pub state: Arc<HostState>,
+    pub shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningHost {
+    /// Stop serving and bidding (open sell bids are cancelled) and wait for the servers.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Start an exchange in-process on `db`, listening on 127.0.0.1:`port`; returns its URL.
+pub async fn start_embedded_exchange(
+    db: &Path,
+    port: u16,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+        .await
+        .with_context(|| format!("binding the embedded exchange to 127.0.0.1:{port}"))?;
+    let addr = listener.local_addr()?;
+    let config = bitwrk_exchange::Config { db_path: db.to_path_buf(), ..bitwrk_exchange::Config::default() };
+    let task = tokio::spawn(async move {
+        if let Err(e) = bitwrk_exchange::serve(listener, config, shutdown.cancelled_owned()).await {
+            tracing::error!(error = %e, "embedded exchange stopped");
+        }
+    });
+    let url = format!("http://{addr}");
+    tracing::info!(%url, db = %db.display(), "embedded exchange running");
+    Ok((url, task))
+}
+
+/// Start a host from its flags. Used by `run` and, in-process, by `demo` and the bench.
+pub async fn start(args: &RunArgs, data_dir: &Path, shutdown: CancellationToken) -> anyhow::Result<RunningHost> {
+    crate::data_dir::ensure_dir(data_dir)?;
+    let key = crate::data_dir::load_or_create_key(data_dir)?;
+    let mut tasks = Vec::new();
+    let exchange_url = match &args.exchange {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => {
+            let (url, task) =
+                start_embedded_exchange(&data_dir.join("exchange.sqlite"), args.exchange_port, shutdown.clone()).await?;
+            tasks.push(task);
+            url
+        }
+    };
+    let exchange = ExchangeClient::connect(&exchange_url)
+        .await
+        .with_context(|| format!("connecting to the exchange at {exchange_url}"))?;
+    let store = Arc::new(Store::open(&data_dir.join("store"), args.store_max_bytes)?);
+    let state = HostState::new(data_dir, key.address(), exchange.clone())?;
+    for m in &args.mandates {
+        state.add_mandate(m, Origin::Flag).with_context(|| format!("--mandate {m}"))?;
+    }
+    let node = Node::new(key, exchange, store, Gate::State(state.clone()))?;
+
+    // External port first: its address goes into every sell bid's establish.
+    let mut ext_addr = None;
+    let mut seller = None;
+    if args.ext_port >= 0 {
+        let port = u16::try_from(args.ext_port).context("--ext-port must be -1 or a port number")?;
+        let bind_ip = args.ext_addr.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let listener = TcpListener::bind((bind_ip, port))
+            .await
+            .with_context(|| format!("binding the external port {bind_ip}:{port}"))?;
+        let bound = listener.local_addr()?;
+        let told_ip = match args.ext_addr {
+            Some(ip) => ip,
+            None => first_external_ipv4().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        };
+        let worker_url = format!("http://{}/v1/work", SocketAddr::new(told_ip, bound.port()));
+        let cache_dir = data_dir.join("module-cache");
+        let worker_slots = args.worker_slots.unwrap_or_else(num_cores).max(1);
+        let mut sandbox_config = bitwrk_runtime::SandboxConfig::new(cache_dir);
+        sandbox_config.max_concurrent_instances = u32::try_from(worker_slots).unwrap_or(u32::MAX);
+        let sandbox = bitwrk_runtime::Sandbox::new(sandbox_config).context("starting the sandbox")?;
+        let config = SellerConfig {
+            sells: args.sell.clone(),
+            worker_slots,
+            unmatched_bids: args.num_unmatched_bids,
+            worker_url: worker_url.clone(),
+        };
+        let s = Seller::new(node.clone(), Engines { sandbox: Arc::new(sandbox) }, config);
+        let router = s.router();
+        let sd = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(sd.cancelled_owned()).await {
+                tracing::error!(error = %e, "external port stopped");
+            }
+        }));
+        tracing::info!(addr = %bound, %worker_url, "external port (worker) listening");
+        ext_addr = Some(SocketAddr::new(told_ip, bound.port()));
+        seller = Some(s);
+    } else if !args.sell.is_empty() {
+        anyhow::bail!("--sell needs an external port for buyers to reach: give --ext-port (e.g. 8082)");
+    }
+    if let Some(s) = &seller {
+        s.start(shutdown.clone()).await?;
+    }
+
+    let proxy = Proxy::new(node.clone());
+    let router = proxy.router().merge(state.clone().router());
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, args.int_port))
+        .await
+        .with_context(|| format!("binding the internal port 127.0.0.1:{}", args.int_port))?;
+    let int_addr = listener.local_addr()?;
+    let sd = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(sd.cancelled_owned()).await {
+            tracing::error!(error = %e, "internal port stopped");
+        }
+    }));
+    tracing::info!(addr = %int_addr, address = %node.key.address(), "internal port (buying proxy, admin UI) listening");
+    Ok(RunningHost { int_addr, ext_addr, exchange_url, node, state, shutdown, tasks })
+}
+
+fn num_cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// This machine's first non-loopback IPv4 address (what buyers elsewhere can reach).
+fn first_external_ipv4() -> Option<IpAddr> {
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `ifap` with a list we walk read-only and free once.
+    unsafe {
+        if libc::getifaddrs(&mut ifap) != 0 {
+            return None;
+        }
+        let mut found = None;
+        let mut cur = ifap;
+        while !cur.is_null() {
+            let ifa = &*cur;
+            let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
+            let loopback = ifa.ifa_flags & libc::IFF_LOOPBACK as u32 != 0;
+            if up && !loopback && !ifa.ifa_addr.is_null() && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET {
+                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                found = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                break;
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(ifap);
+        found
+    }
+}
+
+/// The line `run` prints on stdout once it serves, for scripts and tests to read.
+pub fn ready_line(h: &RunningHost) -> String {
+    let ext = h.ext_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+    format!("bitwrk-host ready int={} ext={ext} exchange={} address={}", h.int_addr, h.exchange_url, h.node.key.address())
+}
+
+pub fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let host = start(&args, data_dir, shutdown.clone()).await?;
+        println!("{}", ready_line(&host));
+        println!("buy:   curl -F data=@FILE -L http://{}/buy/ARTICLE -o OUT", host.int_addr);
+        println!("admin: http://{}/", host.int_addr);
+        tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
+        tracing::info!("stopping");
+        host.stop().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `data_dir` for a named sub-host (demo, bench).
+pub fn sub_dir(base: &Path, name: &str) -> PathBuf {
+    base.join(name)
 }

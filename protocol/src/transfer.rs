@@ -86,6 +86,22 @@ pub struct ReceiptBody {
     pub receipt: String,
 }
 
+/// Answer to a receipt: the transaction's version once the seller's `result` was
+/// accepted by the exchange, so the buyer's next long poll returns at once.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptAnswer {
+    pub tx_version: u64,
+}
+
+/// Answer to a result poll that timed out before the result was ready (HTTP 202).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotReady {
+    /// `receiving` (chunks still missing) or `running`.
+    pub stage: String,
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 pub enum TransferError {
     #[error("missing-chunk bitmap is malformed or does not match its count")]

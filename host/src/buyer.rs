@@ -1,0 +1,497 @@
+//! Buying: place the bid, follow the transaction by long poll, send the seller only the
+//! chunks it lacks, fetch the encrypted result, sign the receipt, read the key from the
+//! exchange, check the outputs, accept. A seller that fails costs a new bid (bounded).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bitwrk_protocol::api::{ArticleEntry, BidState, ErrorBody, TxView};
+use bitwrk_protocol::message::receipt_text;
+use bitwrk_protocol::transfer::{
+    ChunksAnswer, ReceiptAnswer, ReceiptBody, WorkOffer, WorkOfferAnswer, decode_result, frame_chunks, limits as tl,
+};
+use bitwrk_protocol::work::{ChunkRef, WorkManifest};
+use bitwrk_protocol::{Hash32, Id, Phase, ReasonCode, Sat, Side, TxAction};
+
+use crate::limits::{self, BUY_ATTEMPTS_MAX, EXCHANGE_WAIT, RESULT_WAIT};
+use crate::node::{Node, TradeReport};
+use crate::state::ActivityRequest;
+
+/// What the buyer wants: one run of an article on these inputs.
+pub struct BuyRequest {
+    pub article: Arc<ArticleEntry>,
+    pub inputs: Vec<(String, Vec<u8>)>,
+    /// Highest price; `None`: the book's lowest ask (or a fallback when the book is empty).
+    pub price: Option<Sat>,
+}
+
+/// One output, stored in the content store.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub name: String,
+    pub hash: Hash32,
+    pub media_type: String,
+    pub data: Arc<Vec<u8>>,
+}
+
+/// How a buy went.
+#[derive(Debug, Clone)]
+pub struct BuyOutcome {
+    pub outputs: Vec<Output>,
+    pub tx: Id,
+    pub price: Sat,
+    pub fee: Sat,
+    pub attempts: u32,
+    /// Bytes of chunks sent to the seller in the successful attempt.
+    pub chunk_bytes_sent: u64,
+    /// Total input bytes.
+    pub input_bytes: u64,
+    /// Each step of the successful attempt with the time since the buy began.
+    pub steps: Vec<(String, Duration)>,
+    /// The tx phases as the exchange recorded them.
+    pub tx_view: TxView,
+}
+
+/// Why a buy failed: a reason code (for the JSON answer) and a plain message.
+#[derive(Debug, thiserror::Error)]
+pub enum BuyError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("not permitted: {0}")]
+    Forbidden(String),
+    #[error("the seller rejected the work ({0}): {1}")]
+    WorkRejected(ReasonCode, String),
+    #[error("no seller took the bid before it expired")]
+    NoSeller,
+    #[error("the exchange: {0}")]
+    Exchange(String),
+    #[error("gave up after {attempts} attempts; last: {last}")]
+    GaveUp { attempts: u32, last: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl BuyError {
+    /// The `error` code of the JSON answer.
+    pub fn code(&self) -> &str {
+        match self {
+            BuyError::BadRequest(_) => "bad_request",
+            BuyError::Forbidden(_) => "forbidden",
+            BuyError::WorkRejected(r, _) => r.as_str(),
+            BuyError::NoSeller => "no_seller",
+            BuyError::Exchange(_) => "exchange",
+            BuyError::GaveUp { .. } => "sellers_failed",
+            BuyError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// Progress of a buy, for a terminal display.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Step { attempt: u32, step: String },
+    Upload { sent: u64, total: u64 },
+    /// Bytes of transfer bodies so far (offer and its answer, chunks, result, receipt).
+    Wire { bytes: u64 },
+}
+
+pub type ProgressFn = dyn Fn(Progress) + Send + Sync;
+
+/// An attempt's failure: whether another seller may do better.
+enum AttemptError {
+    Retry(String),
+    Final(BuyError),
+}
+
+fn retry(msg: impl Into<String>) -> AttemptError {
+    AttemptError::Retry(msg.into())
+}
+
+/// The prepared work: inputs, chunk lists and manifest.
+struct Prepared {
+    manifest: WorkManifest,
+    work_hash: Hash32,
+    /// Every distinct chunk in `distinct_chunks` order with its bytes' location.
+    distinct: Vec<(Hash32, usize, ChunkRef)>,
+    inputs: Vec<(String, Vec<u8>)>,
+    input_bytes: u64,
+}
+
+/// Check the inputs against the article, cut them into chunks and keep the chunks.
+fn prepare(node: &Node, article: &ArticleEntry, inputs: Vec<(String, Vec<u8>)>) -> Result<Prepared, BuyError> {
+    let m = &article.manifest;
+    for (name, data) in &inputs {
+        let decl = m.input(name).ok_or_else(|| {
+            let names: Vec<&str> = m.inputs.iter().map(|d| d.name.as_str()).collect();
+            BuyError::BadRequest(format!("{} has no input {name:?}; it takes {names:?}", m.name))
+        })?;
+        if data.len() as u64 > decl.max_bytes {
+            return Err(BuyError::BadRequest(format!(
+                "input {name:?} has {} bytes; {} takes at most {}",
+                data.len(),
+                m.name,
+                decl.max_bytes
+            )));
+        }
+        if inputs.iter().filter(|(n, _)| n == name).count() > 1 {
+            return Err(BuyError::BadRequest(format!("input {name:?} is given twice")));
+        }
+    }
+    if let Some(d) = m.inputs.iter().find(|d| !inputs.iter().any(|(n, _)| *n == d.name)) {
+        return Err(BuyError::BadRequest(format!("input {:?} ({}) is missing", d.name, d.media_type)));
+    }
+    let (manifest, chunked) = WorkManifest::build(inputs.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
+    // Inputs in the manifest's (sorted) order so chunk refs index them.
+    let mut inputs = inputs;
+    inputs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut seen = std::collections::HashSet::new();
+    let mut distinct = Vec::new();
+    for (i, (_, refs)) in chunked.iter().enumerate() {
+        for r in refs {
+            if seen.insert(r.hash) {
+                distinct.push((r.hash, i, *r));
+            }
+        }
+    }
+    for (h, i, r) in &distinct {
+        node.store
+            .put_hashed(h, &inputs[*i].1[r.offset..r.offset + r.len])
+            .map_err(|e| BuyError::Internal(e.to_string()))?;
+    }
+    let input_bytes = inputs.iter().map(|(_, d)| d.len() as u64).sum();
+    Ok(Prepared { work_hash: manifest.work_hash(), manifest, distinct, inputs, input_bytes })
+}
+
+/// Buy one run. Retries with a new bid when a seller fails, at most
+/// [`BUY_ATTEMPTS_MAX`] bids in all.
+pub async fn buy(node: &Arc<Node>, req: BuyRequest, progress: Option<&ProgressFn>) -> Result<BuyOutcome, BuyError> {
+    let t0 = Instant::now();
+    let article = req.article.clone();
+    let n = node.clone();
+    let a = article.clone();
+    let prepared = tokio::task::spawn_blocking(move || prepare(&n, &a, req.inputs))
+        .await
+        .map_err(|e| BuyError::Internal(e.to_string()))??;
+    let price = match req.price {
+        Some(p) => p,
+        None => default_price(node, &article).await,
+    };
+    let mut last = String::new();
+    for attempt in 1..=BUY_ATTEMPTS_MAX {
+        let mut att = Attempt { node, article: &article, prepared: &prepared, attempt, t0, steps: Vec::new(), progress, sent: 0, wire: 0 };
+        let mut report = TradeReport::new(node.gate.clone(), format!("buy-{}", Id::random("")), &article, Side::Buy, price);
+        match att.run(price, &mut report).await {
+            Ok(mut out) => {
+                out.attempts = attempt;
+                report.finish(Some("result accepted".into()), None);
+                return Ok(out);
+            }
+            Err(AttemptError::Final(e)) => {
+                report.finish(None, Some(e.to_string()));
+                return Err(e);
+            }
+            Err(AttemptError::Retry(why)) => {
+                tracing::warn!(article = %article.manifest.name, attempt, error = %why, "trade failed; bidding again");
+                report.finish(None, Some(format!("{why} (bidding again)")));
+                last = why;
+            }
+        }
+    }
+    Err(BuyError::GaveUp { attempts: BUY_ATTEMPTS_MAX, last })
+}
+
+/// The lowest ask in the book, so a buy without a price matches the cheapest seller.
+async fn default_price(node: &Node, article: &ArticleEntry) -> Sat {
+    match node.exchange.book(&article.id).await {
+        Ok(book) => book.sells.first().map(|l| l.price_sat).unwrap_or(Sat(limits::BUY_PRICE_FALLBACK_SAT)),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the book failed; using the fallback price");
+            Sat(limits::BUY_PRICE_FALLBACK_SAT)
+        }
+    }
+}
+
+struct Attempt<'a> {
+    node: &'a Arc<Node>,
+    article: &'a Arc<ArticleEntry>,
+    prepared: &'a Prepared,
+    attempt: u32,
+    t0: Instant,
+    steps: Vec<(String, Duration)>,
+    progress: Option<&'a ProgressFn>,
+    sent: u64,
+    wire: u64,
+}
+
+impl Attempt<'_> {
+    fn add_wire(&mut self, n: u64) {
+        self.wire += n;
+        if let Some(p) = self.progress {
+            p(Progress::Wire { bytes: self.wire });
+        }
+    }
+
+    fn step(&mut self, report: &mut TradeReport, step: &str) {
+        self.steps.push((step.to_string(), self.t0.elapsed()));
+        report.phase(step);
+        if let Some(p) = self.progress {
+            p(Progress::Step { attempt: self.attempt, step: step.to_string() });
+        }
+    }
+
+    async fn run(&mut self, price: Sat, report: &mut TradeReport) -> Result<BuyOutcome, AttemptError> {
+        let node = self.node;
+        let ex = &node.exchange;
+        let article = self.article;
+        let req = ActivityRequest { article: article.id, article_name: article.manifest.name.clone(), side: Side::Buy, price };
+        node.gate.request_permission(req).await.map_err(|e| AttemptError::Final(BuyError::Forbidden(e.to_string())))?;
+        let exch = |e: &dyn std::fmt::Display| AttemptError::Final(BuyError::Exchange(e.to_string()));
+        let mut bid = ex.place_bid(&node.key, article.id, Side::Buy, price).await.map_err(|e| exch(&e))?;
+        report.info().bid = Some(bid.id.clone());
+        self.step(report, "bidding");
+        let tx = loop {
+            match bid.state {
+                BidState::Matched => break bid.tx.clone().ok_or_else(|| retry("matched bid without a tx"))?,
+                BidState::Open => {}
+                BidState::Expired | BidState::Cancelled => return Err(AttemptError::Final(BuyError::NoSeller)),
+            }
+            bid = ex.wait_bid(&bid.id, bid.version, EXCHANGE_WAIT).await.map_err(|e| exch(&e))?;
+        };
+        report.info().tx = Some(tx.clone());
+        self.step(report, "matched");
+
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| AttemptError::Final(BuyError::Internal(e.to_string())))?;
+        let p = self.prepared;
+        let establish =
+            TxAction::EstablishBuyer { work_hash: p.work_hash, secret_hash: bitwrk_protocol::tx::secret_hash(&p.work_hash, &secret) };
+        let mut view = ex.tx_action(&node.key, &tx, establish).await.map_err(|e| retry(format!("establish: {e}")))?;
+        report.info().price_sat = view.price_sat;
+        self.step(report, "established");
+        // Both sides established: the seller is waiting for the work.
+        while view.phase < Phase::Transmitting || view.worker_url.is_none() {
+            if view.settlement.is_some() || view.phase.is_terminal() {
+                return Err(retry(format!("the tx ended in {} before the seller established", view.phase)));
+            }
+            view = ex.wait_tx(&tx, view.version, EXCHANGE_WAIT).await.map_err(|e| retry(format!("waiting on the tx: {e}")))?;
+        }
+        if view.phase != Phase::Transmitting {
+            return Err(retry(format!("the tx is already {} before the work was sent", view.phase)));
+        }
+        let base = format!("{}/{}", view.worker_url.clone().unwrap_or_default().trim_end_matches('/'), tx);
+        self.step(report, "transmitting");
+
+        // Offer the work; send what the seller lacks.
+        let offer = WorkOffer { manifest: p.manifest.clone(), secret: Hash32(secret) };
+        let answer: WorkOfferAnswer = self.post_json(&base, &offer).await?;
+        let missing = answer.missing(p.distinct.len()).map_err(|e| retry(format!("seller's answer: {e}")))?;
+        let total: u64 = p.distinct.iter().zip(&missing).filter(|(_, m)| **m).map(|((_, _, r), _)| r.len as u64).sum();
+        self.step(report, "uploading");
+        self.upload(&base, &missing, total).await?;
+
+        // The encrypted result: long poll until the tx's working deadline.
+        self.step(report, "working");
+        let info = ex.info();
+        let d = &info.deadlines;
+        let work_deadline_ms = view.matched_ms + 1000 * (d.establishing_s + d.transmitting_s + d.working_s);
+        let enc = self.fetch_result(&base, work_deadline_ms).await?;
+        let enc_hash = Hash32::of(&enc);
+        self.step(report, "result received");
+
+        // Receipt: the seller posts it with the key; then the key is on the exchange.
+        let receipt = node.key.sign_message(&receipt_text(ex.exchange_id(), &tx, &enc_hash));
+        let ra: ReceiptAnswer = self.post_json(&format!("{base}/receipt"), &ReceiptBody { receipt }).await?;
+        let mut view = ex.tx(&tx).await.map_err(|e| retry(format!("reading the tx: {e}")))?;
+        while view.version < ra.tx_version || view.phase < Phase::Unverified {
+            if view.settlement.is_some() || view.phase.is_terminal() {
+                return Err(retry(format!("the tx ended in {} before the result was posted", view.phase)));
+            }
+            view = ex.wait_tx(&tx, view.version, EXCHANGE_WAIT).await.map_err(|e| retry(format!("waiting on the tx: {e}")))?;
+        }
+        self.step(report, "unverified");
+        if view.phase != Phase::Unverified {
+            return Err(retry(format!("the tx is {} instead of unverified", view.phase)));
+        }
+        let outputs = match self.open_result(&tx, &view, &enc, &enc_hash) {
+            Ok(o) => o,
+            Err(why) => {
+                tracing::warn!(tx = %tx, error = %why, "rejecting the result");
+                if let Err(e) = ex.tx_action(&node.key, &tx, TxAction::RejectResult).await {
+                    tracing::warn!(tx = %tx, error = %e, "reject_result failed");
+                }
+                return Err(retry(why));
+            }
+        };
+        let view = ex.tx_action(&node.key, &tx, TxAction::Accept).await.map_err(|e| exch(&e))?;
+        self.step(report, "accepted");
+        let store = node.store.clone();
+        let to_store: Vec<(Hash32, Arc<Vec<u8>>)> = outputs.iter().map(|o| (o.hash, o.data.clone())).collect();
+        tokio::task::spawn_blocking(move || {
+            for (h, d) in to_store {
+                if let Err(e) = store.put_hashed(&h, &d) {
+                    tracing::error!(error = %e, "storing an output failed");
+                }
+            }
+        })
+        .await
+        .map_err(|e| AttemptError::Final(BuyError::Internal(e.to_string())))?;
+        Ok(BuyOutcome {
+            outputs,
+            tx,
+            price: view.price_sat,
+            fee: view.fee_sat,
+            attempts: self.attempt,
+            chunk_bytes_sent: self.sent,
+            input_bytes: p.input_bytes,
+            steps: std::mem::take(&mut self.steps),
+            tx_view: view,
+        })
+    }
+
+    async fn post_json<T: serde::Serialize, R: serde::de::DeserializeOwned>(&mut self, url: &str, body: &T) -> Result<R, AttemptError> {
+        let body = serde_json::to_vec(body).map_err(|e| AttemptError::Final(BuyError::Internal(e.to_string())))?;
+        self.add_wire(body.len() as u64);
+        let resp = self
+            .node
+            .http
+            .post(url)
+            .timeout(limits::SELLER_REQUEST_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| retry(format!("seller unreachable at {url}: {e}")))?;
+        self.add_wire(resp.content_length().unwrap_or(0));
+        read_json(resp).await
+    }
+
+    /// Send the missing chunks in batches of at most 16 MiB.
+    async fn upload(&mut self, base: &str, missing: &[bool], total: u64) -> Result<(), AttemptError> {
+        let p = self.prepared;
+        let wanted: Vec<&[u8]> = p
+            .distinct
+            .iter()
+            .zip(missing)
+            .filter(|(_, m)| **m)
+            .map(|((_, i, r), _)| &p.inputs[*i].1[r.offset..r.offset + r.len])
+            .collect();
+        let mut batch: Vec<&[u8]> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let url = format!("{base}/chunks");
+        let mut i = 0;
+        while i <= wanted.len() {
+            let next = wanted.get(i);
+            let full = next.is_some_and(|c| batch_bytes + c.len() > tl::CHUNK_BATCH_BYTES_MAX);
+            if (next.is_none() || full) && !batch.is_empty() {
+                let body = frame_chunks(batch.iter().copied());
+                self.add_wire(body.len() as u64);
+                let resp = self
+                    .node
+                    .http
+                    .post(&url)
+                    .timeout(limits::CHUNK_UPLOAD_TIMEOUT)
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| retry(format!("sending chunks: {e}")))?;
+                let _: ChunksAnswer = read_json(resp).await?;
+                self.sent += batch_bytes as u64;
+                if let Some(p) = self.progress {
+                    p(Progress::Upload { sent: self.sent, total });
+                }
+                batch.clear();
+                batch_bytes = 0;
+            }
+            match next {
+                Some(c) => {
+                    batch.push(c);
+                    batch_bytes += c.len();
+                    i += 1;
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    async fn fetch_result(&mut self, base: &str, deadline_ms: u64) -> Result<Vec<u8>, AttemptError> {
+        let url = format!("{base}/result?wait_ms={}", RESULT_WAIT.as_millis());
+        loop {
+            if crate::state::now_ms() > deadline_ms {
+                return Err(retry("the seller did not deliver before the tx's working deadline"));
+            }
+            let resp = self
+                .node
+                .http
+                .get(&url)
+                .timeout(RESULT_WAIT + limits::SELLER_REQUEST_TIMEOUT)
+                .send()
+                .await
+                .map_err(|e| retry(format!("fetching the result: {e}")))?;
+            match resp.status().as_u16() {
+                200 => {
+                    if resp.content_length().is_some_and(|l| l > tl::RESULT_BYTES_MAX) {
+                        return Err(retry("the seller's result is larger than any result may be"));
+                    }
+                    let bytes = resp.bytes().await.map_err(|e| retry(format!("downloading the result: {e}")))?;
+                    self.add_wire(bytes.len() as u64);
+                    return Ok(bytes.to_vec());
+                }
+                202 => continue,
+                422 => {
+                    let body: ErrorBody = resp.json().await.map_err(|e| retry(format!("seller's error answer: {e}")))?;
+                    let reason: Option<ReasonCode> = body.error.parse().ok();
+                    return Err(match reason {
+                        // The work itself failed: another seller would fail the same way.
+                        Some(r @ (ReasonCode::BadInput
+                        | ReasonCode::Trap
+                        | ReasonCode::FuelExhausted
+                        | ReasonCode::MemoryExceeded
+                        | ReasonCode::OutputTooLarge)) => AttemptError::Final(BuyError::WorkRejected(r, body.message)),
+                        _ => retry(format!("the seller failed the work ({}): {}", body.error, body.message)),
+                    });
+                }
+                s => {
+                    let text = resp.text().await.unwrap_or_default();
+                    return Err(retry(format!("the seller answered {s}: {}", text.chars().take(200).collect::<String>())));
+                }
+            }
+        }
+    }
+
+    /// Check the key against what we signed, decrypt, and check the outputs.
+    fn open_result(&self, tx: &Id, view: &TxView, enc: &[u8], enc_hash: &Hash32) -> Result<Vec<Output>, String> {
+        if view.enc_result_hash != Some(*enc_hash) {
+            return Err("the seller posted a result hash other than the result it sent".into());
+        }
+        let key_hex = view.result_key.as_deref().ok_or("the tx has no result key")?;
+        let key: Hash32 = key_hex.parse().map_err(|_| "the result key is not 64 hex chars".to_string())?;
+        let plain = crate::crypto::open(&key.0, tx, enc).map_err(|e| e.to_string())?;
+        let outputs = decode_result(&plain).map_err(|e| e.to_string())?;
+        crate::seller::check_outputs(&self.article.manifest, &outputs)?;
+        Ok(outputs
+            .into_iter()
+            .map(|(name, data)| {
+                let media_type = self.article.manifest.output(&name).map(|d| d.media_type.clone()).unwrap_or_default();
+                Output { hash: Hash32::of(&data), name, media_type, data: Arc::new(data) }
+            })
+            .collect())
+    }
+}
+
+async fn read_json<R: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<R, AttemptError> {
+    let status = resp.status();
+    if status.is_success() {
+        return resp.json().await.map_err(|e| retry(format!("seller's answer does not parse: {e}")));
+    }
+    let text = resp.text().await.unwrap_or_default();
+    let msg = match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(b) => format!("{} {}: {}", status.as_u16(), b.error, b.message),
+        Err(_) => format!("{}: {}", status.as_u16(), text.chars().take(200).collect::<String>()),
+    };
+    if status == reqwest::StatusCode::UNPROCESSABLE_ENTITY {
+        return Err(AttemptError::Final(BuyError::WorkRejected(ReasonCode::BadInput, msg)));
+    }
+    Err(retry(format!("seller refused: {msg}")))
+}

@@ -1,0 +1,49 @@
+//! Every limit and timing of the trading core in one place, each with why it is what it is.
+
+use std::time::Duration;
+
+/// Default bound of the content store on disk. Chunks of repeated inputs are what makes
+/// re-sending a large .blend cheap, so keep a few GiB; `--store-max-bytes` changes it.
+pub const STORE_BYTES_DEFAULT: u64 = 4 << 30;
+/// Eviction brings the store down to this share of its bound (per mille), so it does not
+/// run on every write once full.
+pub const STORE_LOW_WATER_PERMILLE: u64 = 900;
+/// Objects touched this recently are never evicted: they belong to a trade in flight
+/// (a seller just told a buyer it holds them). The bound may be exceeded meanwhile.
+pub const STORE_PIN_GRACE: Duration = Duration::from_secs(15 * 60);
+
+/// Bids a buyer places for one request before it gives up: the first plus two retries
+/// after a seller that was unreachable, died, stalled or sent garbage.
+pub const BUY_ATTEMPTS_MAX: u32 = 3;
+/// Price of a buy when the request names none and the book has no sell to follow.
+pub const BUY_PRICE_FALLBACK_SAT: u64 = 1_000;
+/// Largest request body the buying proxy takes (all inputs together): the manifest cap
+/// of one input is 1 GiB, but the proxy holds the work in memory; 1 GiB total.
+pub const BUY_BODY_BYTES_MAX: usize = 1 << 30;
+/// Buy requests the proxy serves at once; more wait (each holds its inputs in memory).
+pub const BUY_CONCURRENT_MAX: usize = 64;
+
+/// One long poll on the exchange (bid or tx): short enough that a lost connection is
+/// noticed, long enough that an idle host makes few requests.
+pub const EXCHANGE_WAIT: Duration = Duration::from_secs(20);
+/// Timeout of a plain (non-waiting) request to a seller: connect, offer, receipt.
+pub const SELLER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Timeout of one chunk batch upload (16 MiB even at a slow 1 MB/s fits).
+pub const CHUNK_UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// One result long poll at the seller; the buyer repeats it until the tx deadline.
+pub const RESULT_WAIT: Duration = Duration::from_secs(20);
+/// Body limit of the seller's external port besides chunk batches (offer, receipt).
+pub const EXT_BODY_BYTES_MAX: usize = bitwrk_protocol::transfer::limits::OFFER_BYTES_MAX;
+/// Concurrent requests on the seller's external port (buyers are strangers).
+pub const EXT_CONCURRENT_MAX: usize = 256;
+/// Transactions a seller keeps transfer state for at once; each holds at most one work in
+/// memory (bounded by the article's input caps) and the worker slots bound real use.
+pub const SELLER_TRADES_MAX: usize = 1024;
+/// How long a finished trade's encrypted result stays at the seller for a buyer that
+/// retries its download or receipt.
+pub const SELLER_RESULT_KEEP: Duration = Duration::from_secs(15 * 60);
+/// Sell bids are re-placed when they expire; after an error placing one the bidder waits
+/// this long before trying again, so a down exchange is not hammered.
+pub const SELL_RETRY_BACKOFF: Duration = Duration::from_secs(2);
+/// Modules and loaded articles a seller keeps in memory.
+pub const ARTICLE_CACHE_MAX: usize = 64;
