@@ -3,16 +3,25 @@
 pub mod api;
 pub mod article_cmd;
 pub mod buy_cmd;
+pub mod buyer;
+pub mod crypto;
 pub mod data_dir;
 pub mod demo;
 pub mod identity_cmd;
+pub mod limits;
+pub mod local_articles;
 pub mod mandates;
+pub mod node;
+pub mod proxy;
 pub mod run_cmd;
 pub mod state;
+pub mod seller;
+pub mod store;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
