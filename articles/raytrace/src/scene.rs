@@ -240,7 +240,7 @@ impl Scene {
             return bad(format!("at most {} lights", caps::LIGHTS_MAX));
         }
         let c = &self.camera;
-        if !(c.fov_deg > 0.0 && c.fov_deg <= 170.0) {
+        if c.fov_deg.is_nan() || c.fov_deg <= 0.0 || c.fov_deg > 170.0 {
             return bad(format!("camera.fov_deg {} must be in (0, 170]", c.fov_deg));
         }
         let forward = crate::render::sub(c.look_at, c.position);
@@ -297,7 +297,7 @@ impl Scene {
             }
         }
         for s in &self.spheres {
-            if !(s.radius > 0.0) {
+            if s.radius.is_nan() || s.radius <= 0.0 {
                 return bad(format!("sphere radius {} must be positive", s.radius));
             }
         }
