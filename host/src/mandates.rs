@@ -439,7 +439,7 @@ mod tests {
         assert_eq!(book.try_use(&c, 5 * MIN), Some(broad.id), "the timed one has expired");
         assert_eq!(book.try_use(&c, 5 * MIN), Some(broad.id));
         assert_eq!(book.mandates.len(), 1);
-        assert_eq!(book.mandates[0].used, 3);
+        assert_eq!(book.mandates[0].used, 2);
     }
 
     #[test]
