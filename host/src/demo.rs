@@ -76,7 +76,8 @@ async fn run_async(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> 
         }
     }
     let shutdown = CancellationToken::new();
-    let (exchange_url, exchange_task) = start_embedded_exchange(&db, 0, shutdown.clone()).await?;
+    let exchange_shutdown = CancellationToken::new();
+    let (exchange_url, exchange_task) = start_embedded_exchange(&db, 0, exchange_shutdown.clone()).await?;
     println!("exchange   {exchange_url} (embedded, {})", db.display());
 
     // Publish raytrace (as the seller, who offers it).
@@ -224,7 +225,7 @@ async fn run_async(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> 
 
     seller.stop().await;
     buyer.stop().await;
-    shutdown.cancel();
+    exchange_shutdown.cancel();
     let _ = exchange_task.await;
     Ok(ExitCode::SUCCESS)
 }

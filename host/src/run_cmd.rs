@@ -65,14 +65,24 @@ pub struct RunningHost {
     pub state: Arc<HostState>,
     pub shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    seller: Option<Arc<Seller>>,
+    /// The embedded exchange (if any) stops last, after the bids were cancelled on it.
+    exchange: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
 impl RunningHost {
     /// Stop serving and bidding (open sell bids are cancelled) and wait for the servers.
     pub async fn stop(self) {
         self.shutdown.cancel();
+        if let Some(s) = &self.seller {
+            s.bidders_done().await;
+        }
         for t in self.tasks {
             let _ = t.await;
+        }
+        if let Some((token, task)) = self.exchange {
+            token.cancel();
+            let _ = task.await;
         }
     }
 }
@@ -103,12 +113,14 @@ pub async fn start(args: &RunArgs, data_dir: &Path, shutdown: CancellationToken)
     crate::data_dir::ensure_dir(data_dir)?;
     let key = crate::data_dir::load_or_create_key(data_dir)?;
     let mut tasks = Vec::new();
+    let mut embedded = None;
     let exchange_url = match &args.exchange {
         Some(u) => u.trim_end_matches('/').to_string(),
         None => {
+            let token = CancellationToken::new();
             let (url, task) =
-                start_embedded_exchange(&data_dir.join("exchange.sqlite"), args.exchange_port, shutdown.clone()).await?;
-            tasks.push(task);
+                start_embedded_exchange(&data_dir.join("exchange.sqlite"), args.exchange_port, token.clone()).await?;
+            embedded = Some((token, task));
             url
         }
     };
@@ -165,6 +177,7 @@ pub async fn start(args: &RunArgs, data_dir: &Path, shutdown: CancellationToken)
     if let Some(s) = &seller {
         s.start(shutdown.clone()).await?;
     }
+    let seller = seller;
 
     let proxy = Proxy::new(node.clone());
     let router = proxy.router().merge(state.clone().router());
@@ -179,7 +192,7 @@ pub async fn start(args: &RunArgs, data_dir: &Path, shutdown: CancellationToken)
         }
     }));
     tracing::info!(addr = %int_addr, address = %node.key.address(), "internal port (buying proxy, admin UI) listening");
-    Ok(RunningHost { int_addr, ext_addr, exchange_url, node, state, shutdown, tasks })
+    Ok(RunningHost { int_addr, ext_addr, exchange_url, node, state, shutdown, tasks, seller, exchange: embedded })
 }
 
 fn num_cores() -> usize {

@@ -138,6 +138,8 @@ pub struct Seller {
     free_ids: Arc<Mutex<Vec<u32>>>,
     trades: Mutex<HashMap<Id, Arc<SellTrade>>>,
     loaded: tokio::sync::Mutex<HashMap<Hash32, Arc<bitwrk_runtime::LoadedArticle>>>,
+    /// The bidders, so a stop can wait until they cancelled their open bids.
+    bidders: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Transfer errors as HTTP answers: `{"error": code, "message": text}`.
@@ -166,6 +168,7 @@ impl Seller {
             config,
             trades: Mutex::new(HashMap::new()),
             loaded: tokio::sync::Mutex::new(HashMap::new()),
+            bidders: Mutex::new(Vec::new()),
         })
     }
 
@@ -186,10 +189,19 @@ impl Seller {
                 let entry = entry.clone();
                 let price = spec.min_price;
                 let shutdown = shutdown.clone();
-                tokio::spawn(async move { me.bidder(entry, price, shutdown).await });
+                let h = tokio::spawn(async move { me.bidder(entry, price, shutdown).await });
+                self.bidders.lock().expect("bidders lock").push(h);
             }
         }
         Ok(())
+    }
+
+    /// Wait for the bidders to end (after the shutdown token fired): open bids cancelled.
+    pub async fn bidders_done(&self) {
+        let hs: Vec<_> = std::mem::take(&mut *self.bidders.lock().expect("bidders lock"));
+        for h in hs {
+            let _ = h.await;
+        }
     }
 
     async fn take_slot(&self) -> Slot {

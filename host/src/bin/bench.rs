@@ -59,6 +59,7 @@ fn ms(d: Duration) -> f64 {
 async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let shutdown = CancellationToken::new();
+    let exchange_shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let exchange_url = format!("http://{}", listener.local_addr()?);
     // Short bid lifetime keeps the book small; the rate limit is per IP and every host
@@ -69,7 +70,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         rate_limit_per_s: 0,
         ..bitwrk_exchange::Config::default()
     };
-    let sd = shutdown.clone();
+    let sd = exchange_shutdown.clone();
     let exchange = tokio::spawn(async move {
         if let Err(e) = bitwrk_exchange::serve(listener, config, sd.cancelled_owned()).await {
             eprintln!("exchange: {e:#}");
@@ -252,7 +253,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     seller.stop().await;
     buyer.stop().await;
-    shutdown.cancel();
+    exchange_shutdown.cancel();
     let _ = exchange.await;
     Ok(())
 }

@@ -1,0 +1,6 @@
+//! End-to-end tests: one binary, one module per area. Real processes on loopback (the
+//! exchange and host binaries), the real example articles (`cargo build-articles`).
+
+mod harness;
+mod market;
+mod ui;
