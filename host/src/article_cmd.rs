@@ -94,9 +94,19 @@ pub fn publish(args: PublishArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
         client.publish(&key, &manifest, &module).await.context("publishing")
     })?;
     let id = entry.manifest.id();
-    anyhow::ensure!(id == manifest.id(), "the exchange answered for article {id}, not {}", manifest.id());
+    anyhow::ensure!(
+        id == manifest.id(),
+        "the exchange answered for article {id}, not {}",
+        manifest.id()
+    );
     println!("{id}");
-    eprintln!("published {} {} to {} as {}", manifest.name, manifest.version, args.exchange, key.address());
+    eprintln!(
+        "published {} {} to {} as {}",
+        manifest.name,
+        manifest.version,
+        args.exchange,
+        key.address()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -115,11 +125,15 @@ struct Package {
 
 fn build(dir: &Path) -> anyhow::Result<Built> {
     let manifest_path = dir.join(MANIFEST_FILE);
-    let text =
-        std::fs::read_to_string(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
-    let table: toml::Table = toml::from_str(&text).with_context(|| format!("{} does not parse", manifest_path.display()))?;
+    let text = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("reading {}", manifest_path.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .with_context(|| format!("{} does not parse", manifest_path.display()))?;
     if table.get("runtime").and_then(|v| v.as_str()) != Some("wasm") {
-        bail!("{}: only runtime = \"wasm\" articles are built (a native article has no module)", manifest_path.display());
+        bail!(
+            "{}: only runtime = \"wasm\" articles are built (a native article has no module)",
+            manifest_path.display()
+        );
     }
     let package = package(dir, &table)?;
     ensure_wasm_target()?;
@@ -136,11 +150,13 @@ fn build(dir: &Path) -> anyhow::Result<Built> {
     let hash = Hash32::of(&module);
     let new_text = set_module_sha256(&text, &hash);
     // Validate before writing: the file is only changed into a manifest that parses.
-    let manifest = Manifest::from_toml(&new_text).with_context(|| format!("{}", manifest_path.display()))?;
+    let manifest =
+        Manifest::from_toml(&new_text).with_context(|| format!("{}", manifest_path.display()))?;
     if new_text != text {
         let tmp = manifest_path.with_extension("toml.tmp");
         std::fs::write(&tmp, &new_text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &manifest_path).with_context(|| format!("replacing {}", manifest_path.display()))?;
+        std::fs::rename(&tmp, &manifest_path)
+            .with_context(|| format!("replacing {}", manifest_path.display()))?;
     }
     bitwrk_runtime::imports::check_component(&module).with_context(|| {
         format!("{} builds, but sellers would refuse it", package.wasm_path.display())
@@ -151,9 +167,10 @@ fn build(dir: &Path) -> anyhow::Result<Built> {
 /// The manifest and module of an article directory that has been built, checked to match.
 fn read_built(dir: &Path) -> anyhow::Result<(Manifest, Vec<u8>)> {
     let manifest_path = dir.join(MANIFEST_FILE);
-    let text =
-        std::fs::read_to_string(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
-    let manifest = Manifest::from_toml(&text).with_context(|| format!("{}", manifest_path.display()))?;
+    let text = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("reading {}", manifest_path.display()))?;
+    let manifest =
+        Manifest::from_toml(&text).with_context(|| format!("{}", manifest_path.display()))?;
     let Some(expected) = manifest.module_sha256 else {
         return Ok((manifest, Vec::new()));
     };
@@ -179,9 +196,14 @@ fn package(dir: &Path, table: &toml::Table) -> anyhow::Result<Package> {
         Some(p) => p.to_string(),
         None => {
             let cargo_toml = dir.join("Cargo.toml");
-            let text = std::fs::read_to_string(&cargo_toml)
-                .with_context(|| format!("no [build] package in {MANIFEST_FILE}, and reading {}", cargo_toml.display()))?;
-            let t: toml::Table = toml::from_str(&text).with_context(|| format!("{}", cargo_toml.display()))?;
+            let text = std::fs::read_to_string(&cargo_toml).with_context(|| {
+                format!(
+                    "no [build] package in {MANIFEST_FILE}, and reading {}",
+                    cargo_toml.display()
+                )
+            })?;
+            let t: toml::Table =
+                toml::from_str(&text).with_context(|| format!("{}", cargo_toml.display()))?;
             t.get("package")
                 .and_then(|p| p.get("name"))
                 .and_then(|n| n.as_str())
@@ -208,10 +230,17 @@ fn target_dir(dir: &Path) -> anyhow::Result<PathBuf> {
         .output()
         .context("running cargo metadata")?;
     if !out.status.success() {
-        bail!("cargo metadata in {} failed: {}", dir.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "cargo metadata in {} failed: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("cargo metadata output")?;
-    Ok(PathBuf::from(v["target_directory"].as_str().context("cargo metadata has no target_directory")?))
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("cargo metadata output")?;
+    Ok(PathBuf::from(
+        v["target_directory"].as_str().context("cargo metadata has no target_directory")?,
+    ))
 }
 
 fn cargo() -> std::ffi::OsString {
@@ -227,7 +256,10 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("adding the {WASM_TARGET} target with rustup...");
-    let status = Command::new("rustup").args(["target", "add", WASM_TARGET]).status().context("running rustup")?;
+    let status = Command::new("rustup")
+        .args(["target", "add", WASM_TARGET])
+        .status()
+        .context("running rustup")?;
     if !status.success() {
         bail!("`rustup target add {WASM_TARGET}` failed ({status})");
     }
@@ -235,7 +267,8 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
 }
 
 fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let len = std::fs::metadata(path).with_context(|| format!("{} is not there", path.display()))?.len();
+    let len =
+        std::fs::metadata(path).with_context(|| format!("{} is not there", path.display()))?.len();
     if len > MODULE_BYTES_MAX {
         bail!("{} has {len} bytes, more than {MODULE_BYTES_MAX}", path.display());
     }
@@ -257,7 +290,11 @@ pub fn set_module_sha256(text: &str, hash: &Hash32) -> String {
     if let Some(i) = lines[..top_end].iter().position(|l| is_key(l, "module_sha256")) {
         out[i] = line;
     } else {
-        let at = lines[..top_end].iter().position(|l| is_key(l, "runtime")).map(|i| i + 1).unwrap_or(top_end);
+        let at = lines[..top_end]
+            .iter()
+            .position(|l| is_key(l, "runtime"))
+            .map(|i| i + 1)
+            .unwrap_or(top_end);
         out.insert(at, line);
     }
     let mut s = out.join("\n");
@@ -273,24 +310,34 @@ fn run_local(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     } else if let Ok(id) = args.article.parse::<Hash32>() {
         by_id(&id, args.exchange.as_deref(), data_dir)?
     } else {
-        bail!("{:?} is neither an article directory (with {MANIFEST_FILE}) nor an article id", args.article);
+        bail!(
+            "{:?} is neither an article directory (with {MANIFEST_FILE}) nor an article id",
+            args.article
+        );
     };
     if manifest.runtime != Runtime::Wasm {
-        bail!("article {} runs on {}, not in the wasm sandbox", manifest.name, manifest.runtime.as_string());
+        bail!(
+            "article {} runs on {}, not in the wasm sandbox",
+            manifest.name,
+            manifest.runtime.as_string()
+        );
     }
     let mut inputs = Vec::new();
     for spec in &args.inputs {
-        let (name, file) = spec
-            .split_once("=@")
-            .with_context(|| format!("--input {spec:?}: write NAME=@FILE"))?;
+        let (name, file) =
+            spec.split_once("=@").with_context(|| format!("--input {spec:?}: write NAME=@FILE"))?;
         let len = std::fs::metadata(file).with_context(|| format!("--input {name}: {file}"))?.len();
         if len > INPUT_FILE_BYTES_MAX {
             bail!("--input {name}: {file} has {len} bytes, more than {INPUT_FILE_BYTES_MAX}");
         }
-        inputs.push((name.to_string(), std::fs::read(file).with_context(|| format!("reading {file}"))?));
+        inputs.push((
+            name.to_string(),
+            std::fs::read(file).with_context(|| format!("reading {file}"))?,
+        ));
     }
     crate::data_dir::ensure_dir(data_dir)?;
-    let sandbox = Sandbox::new(SandboxConfig::new(data_dir.join(MODULE_CACHE_DIR))).context("starting the sandbox")?;
+    let sandbox = Sandbox::new(SandboxConfig::new(data_dir.join(MODULE_CACHE_DIR)))
+        .context("starting the sandbox")?;
     let loaded = sandbox.load(&manifest, &module).context("loading the article")?;
     let out = match sandbox.run(&loaded, inputs) {
         Ok(out) => out,
@@ -302,7 +349,8 @@ fn run_local(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     if !out.log.is_empty() {
         eprintln!("--- article log ---\n{}--- end of log ---", out.log);
     }
-    std::fs::create_dir_all(&args.output_dir).with_context(|| format!("creating {}", args.output_dir.display()))?;
+    std::fs::create_dir_all(&args.output_dir)
+        .with_context(|| format!("creating {}", args.output_dir.display()))?;
     for (name, data) in &out.outputs {
         // Output names are checked against the manifest's (a-z 0-9 - _), so they are safe
         // file names.
@@ -316,7 +364,11 @@ fn run_local(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// An article by id: from the data dir, else fetched from the exchange (and kept).
-fn by_id(id: &Hash32, exchange: Option<&str>, data_dir: &Path) -> anyhow::Result<(Manifest, Vec<u8>)> {
+fn by_id(
+    id: &Hash32,
+    exchange: Option<&str>,
+    data_dir: &Path,
+) -> anyhow::Result<(Manifest, Vec<u8>)> {
     let dir = data_dir.join(ARTICLES_DIR).join(id.to_hex());
     let (manifest_path, module_path) = (dir.join("manifest.json"), dir.join("module.wasm"));
     if manifest_path.exists() && module_path.exists() {
@@ -333,13 +385,19 @@ fn by_id(id: &Hash32, exchange: Option<&str>, data_dir: &Path) -> anyhow::Result
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (manifest, module) = rt.block_on(async {
-        let client = ExchangeClient::connect(url).await.with_context(|| format!("connecting to {url}"))?;
+        let client =
+            ExchangeClient::connect(url).await.with_context(|| format!("connecting to {url}"))?;
         let entry = client.article(id).await.with_context(|| format!("fetching article {id}"))?;
         // `module` checks the bytes against the manifest's module_sha256.
-        let module = client.module(id).await.with_context(|| format!("fetching the module of {id}"))?;
+        let module =
+            client.module(id).await.with_context(|| format!("fetching the module of {id}"))?;
         anyhow::Ok((entry.manifest, module))
     })?;
-    anyhow::ensure!(manifest.id() == *id, "the exchange sent the manifest of {} for {id}", manifest.id());
+    anyhow::ensure!(
+        manifest.id() == *id,
+        "the exchange sent the manifest of {} for {id}",
+        manifest.id()
+    );
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(&module_path, &module)?;
     std::fs::write(&manifest_path, manifest.canonical_json())?;
@@ -368,7 +426,10 @@ mod tests {
             "name = \"x\"\nmodule_sha256 = \"HASH\"\nruntime = \"wasm\"\n[build]\npackage = \"p\"\n",
         );
         // No runtime line at the top level: before the first table.
-        check("name = \"x\"\n[limits]\nruntime = 1\n", "name = \"x\"\nmodule_sha256 = \"HASH\"\n[limits]\nruntime = 1\n");
+        check(
+            "name = \"x\"\n[limits]\nruntime = 1\n",
+            "name = \"x\"\nmodule_sha256 = \"HASH\"\n[limits]\nruntime = 1\n",
+        );
         // A key inside a table is not the top-level one.
         check(
             "runtime = \"wasm\"\n[build]\nmodule_sha256 = \"x\"\n",
