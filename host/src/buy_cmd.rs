@@ -41,13 +41,17 @@ fn read_input(spec: &str, only_input: Option<&str>) -> anyhow::Result<(String, V
         Some((n, v)) if !n.starts_with('@') => (n.to_string(), v),
         _ => (
             only_input
-                .context(format!("--input {spec:?}: name the input (NAME=@FILE); the article takes several"))?
+                .context(format!(
+                    "--input {spec:?}: name the input (NAME=@FILE); the article takes several"
+                ))?
                 .to_string(),
             spec,
         ),
     };
     let data = match value.strip_prefix('@') {
-        Some(path) => std::fs::read(path).with_context(|| format!("reading input {name:?} from {path}"))?,
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("reading input {name:?} from {path}"))?
+        }
         None => value.as_bytes().to_vec(),
     };
     Ok((name, data))
@@ -66,8 +70,10 @@ async fn run_async(args: BuyArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let store = Arc::new(Store::open(&data_dir.join("store"), args.store_max_bytes)?);
     let node = Node::new(key, exchange, store, Gate::Command)?;
     let article = node.resolve_article(&args.article).await?;
-    let only = (article.manifest.inputs.len() == 1).then(|| article.manifest.inputs[0].name.as_str());
-    let inputs = args.inputs.iter().map(|s| read_input(s, only)).collect::<anyhow::Result<Vec<_>>>()?;
+    let only =
+        (article.manifest.inputs.len() == 1).then(|| article.manifest.inputs[0].name.as_str());
+    let inputs =
+        args.inputs.iter().map(|s| read_input(s, only)).collect::<anyhow::Result<Vec<_>>>()?;
 
     let bar = ProgressBar::new_spinner();
     bar.set_style(
@@ -82,10 +88,17 @@ async fn run_async(args: BuyArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
             b.set_message(format!("{name}: {step}{retry}"));
             b.println(format!("  {step}{retry}"));
         }
-        Progress::Upload { sent, total } => b.set_message(format!("{name}: uploading {sent}/{total} bytes")),
+        Progress::Upload { sent, total } => {
+            b.set_message(format!("{name}: uploading {sent}/{total} bytes"))
+        }
         Progress::Wire { .. } => {}
     };
-    let out = buy(&node, BuyRequest { article: article.clone(), inputs, price: args.price.map(Sat) }, Some(&progress)).await;
+    let out = buy(
+        &node,
+        BuyRequest { article: article.clone(), inputs, price: args.price.map(Sat) },
+        Some(&progress),
+    )
+    .await;
     bar.finish_and_clear();
     let out = out.map_err(|e| anyhow::anyhow!("{e} [{}]", e.code()))?;
     if out.outputs.len() == 1 {
@@ -93,10 +106,12 @@ async fn run_async(args: BuyArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", args.output.display()))?;
         println!("wrote {} ({} bytes)", args.output.display(), out.outputs[0].data.len());
     } else {
-        std::fs::create_dir_all(&args.output).with_context(|| format!("creating {}", args.output.display()))?;
+        std::fs::create_dir_all(&args.output)
+            .with_context(|| format!("creating {}", args.output.display()))?;
         for o in &out.outputs {
             let p = args.output.join(&o.name);
-            std::fs::write(&p, o.data.as_slice()).with_context(|| format!("writing {}", p.display()))?;
+            std::fs::write(&p, o.data.as_slice())
+                .with_context(|| format!("writing {}", p.display()))?;
             println!("wrote {} ({} bytes)", p.display(), o.data.len());
         }
     }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use bitwrk_protocol::api::{ArticleEntry, BidState, ErrorBody, TxView};
 use bitwrk_protocol::message::receipt_text;
 use bitwrk_protocol::transfer::{
-    ChunksAnswer, ReceiptAnswer, ReceiptBody, WorkOffer, WorkOfferAnswer, decode_result, frame_chunks, limits as tl,
+    ChunksAnswer, ReceiptAnswer, ReceiptBody, WorkOffer, WorkOfferAnswer, decode_result,
+    frame_chunks, limits as tl,
 };
 use bitwrk_protocol::work::{ChunkRef, WorkManifest};
 use bitwrk_protocol::{Hash32, Id, Phase, ReasonCode, Sat, Side, TxAction};
@@ -89,10 +90,18 @@ impl BuyError {
 /// Progress of a buy, for a terminal display.
 #[derive(Debug, Clone)]
 pub enum Progress {
-    Step { attempt: u32, step: String },
-    Upload { sent: u64, total: u64 },
+    Step {
+        attempt: u32,
+        step: String,
+    },
+    Upload {
+        sent: u64,
+        total: u64,
+    },
     /// Bytes of transfer bodies so far (offer and its answer, chunks, result, receipt).
-    Wire { bytes: u64 },
+    Wire {
+        bytes: u64,
+    },
 }
 
 pub type ProgressFn = dyn Fn(Progress) + Send + Sync;
@@ -118,7 +127,11 @@ struct Prepared {
 }
 
 /// Check the inputs against the article, cut them into chunks and keep the chunks.
-fn prepare(node: &Node, article: &ArticleEntry, inputs: Vec<(String, Vec<u8>)>) -> Result<Prepared, BuyError> {
+fn prepare(
+    node: &Node,
+    article: &ArticleEntry,
+    inputs: Vec<(String, Vec<u8>)>,
+) -> Result<Prepared, BuyError> {
     let m = &article.manifest;
     for (name, data) in &inputs {
         let decl = m.input(name).ok_or_else(|| {
@@ -138,9 +151,13 @@ fn prepare(node: &Node, article: &ArticleEntry, inputs: Vec<(String, Vec<u8>)>) 
         }
     }
     if let Some(d) = m.inputs.iter().find(|d| !inputs.iter().any(|(n, _)| *n == d.name)) {
-        return Err(BuyError::BadRequest(format!("input {:?} ({}) is missing", d.name, d.media_type)));
+        return Err(BuyError::BadRequest(format!(
+            "input {:?} ({}) is missing",
+            d.name, d.media_type
+        )));
     }
-    let (manifest, chunked) = WorkManifest::build(inputs.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
+    let (manifest, chunked) =
+        WorkManifest::build(inputs.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
     // Inputs in the manifest's (sorted) order so chunk refs index them.
     let mut inputs = inputs;
     inputs.sort_by(|a, b| a.0.cmp(&b.0));
@@ -164,7 +181,11 @@ fn prepare(node: &Node, article: &ArticleEntry, inputs: Vec<(String, Vec<u8>)>) 
 
 /// Buy one run. Retries with a new bid when a seller fails, at most
 /// [`BUY_ATTEMPTS_MAX`] bids in all.
-pub async fn buy(node: &Arc<Node>, req: BuyRequest, progress: Option<&ProgressFn>) -> Result<BuyOutcome, BuyError> {
+pub async fn buy(
+    node: &Arc<Node>,
+    req: BuyRequest,
+    progress: Option<&ProgressFn>,
+) -> Result<BuyOutcome, BuyError> {
     let t0 = Instant::now();
     let article = req.article.clone();
     let n = node.clone();
@@ -178,8 +199,24 @@ pub async fn buy(node: &Arc<Node>, req: BuyRequest, progress: Option<&ProgressFn
     };
     let mut last = String::new();
     for attempt in 1..=BUY_ATTEMPTS_MAX {
-        let mut att = Attempt { node, article: &article, prepared: &prepared, attempt, t0, steps: Vec::new(), progress, sent: 0, wire: 0 };
-        let mut report = TradeReport::new(node.gate.clone(), format!("buy-{}", Id::random("")), &article, Side::Buy, price);
+        let mut att = Attempt {
+            node,
+            article: &article,
+            prepared: &prepared,
+            attempt,
+            t0,
+            steps: Vec::new(),
+            progress,
+            sent: 0,
+            wire: 0,
+        };
+        let mut report = TradeReport::new(
+            node.gate.clone(),
+            format!("buy-{}", Id::random("")),
+            &article,
+            Side::Buy,
+            price,
+        );
         match att.run(price, &mut report).await {
             Ok(mut out) => {
                 out.attempts = attempt;
@@ -203,7 +240,9 @@ pub async fn buy(node: &Arc<Node>, req: BuyRequest, progress: Option<&ProgressFn
 /// The lowest ask in the book, so a buy without a price matches the cheapest seller.
 async fn default_price(node: &Node, article: &ArticleEntry) -> Sat {
     match node.exchange.book(&article.id).await {
-        Ok(book) => book.sells.first().map(|l| l.price_sat).unwrap_or(Sat(limits::BUY_PRICE_FALLBACK_SAT)),
+        Ok(book) => {
+            book.sells.first().map(|l| l.price_sat).unwrap_or(Sat(limits::BUY_PRICE_FALLBACK_SAT))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "reading the book failed; using the fallback price");
             Sat(limits::BUY_PRICE_FALLBACK_SAT)
@@ -239,21 +278,39 @@ impl Attempt<'_> {
         }
     }
 
-    async fn run(&mut self, price: Sat, report: &mut TradeReport) -> Result<BuyOutcome, AttemptError> {
+    async fn run(
+        &mut self,
+        price: Sat,
+        report: &mut TradeReport,
+    ) -> Result<BuyOutcome, AttemptError> {
         let node = self.node;
         let ex = &node.exchange;
         let article = self.article;
-        let req = ActivityRequest { article: article.id, article_name: article.manifest.name.clone(), side: Side::Buy, price };
-        node.gate.request_permission(req).await.map_err(|e| AttemptError::Final(BuyError::Forbidden(e.to_string())))?;
-        let exch = |e: &dyn std::fmt::Display| AttemptError::Final(BuyError::Exchange(e.to_string()));
-        let mut bid = ex.place_bid(&node.key, article.id, Side::Buy, price).await.map_err(|e| exch(&e))?;
+        let req = ActivityRequest {
+            article: article.id,
+            article_name: article.manifest.name.clone(),
+            side: Side::Buy,
+            price,
+        };
+        node.gate
+            .request_permission(req)
+            .await
+            .map_err(|e| AttemptError::Final(BuyError::Forbidden(e.to_string())))?;
+        let exch =
+            |e: &dyn std::fmt::Display| AttemptError::Final(BuyError::Exchange(e.to_string()));
+        let mut bid =
+            ex.place_bid(&node.key, article.id, Side::Buy, price).await.map_err(|e| exch(&e))?;
         report.info().bid = Some(bid.id.clone());
         self.step(report, "bidding");
         let tx = loop {
             match bid.state {
-                BidState::Matched => break bid.tx.clone().ok_or_else(|| retry("matched bid without a tx"))?,
+                BidState::Matched => {
+                    break bid.tx.clone().ok_or_else(|| retry("matched bid without a tx"))?;
+                }
                 BidState::Open => {}
-                BidState::Expired | BidState::Cancelled => return Err(AttemptError::Final(BuyError::NoSeller)),
+                BidState::Expired | BidState::Cancelled => {
+                    return Err(AttemptError::Final(BuyError::NoSeller));
+                }
             }
             bid = ex.wait_bid(&bid.id, bid.version, EXCHANGE_WAIT).await.map_err(|e| exch(&e))?;
         };
@@ -261,31 +318,54 @@ impl Attempt<'_> {
         self.step(report, "matched");
 
         let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| AttemptError::Final(BuyError::Internal(e.to_string())))?;
+        getrandom::fill(&mut secret)
+            .map_err(|e| AttemptError::Final(BuyError::Internal(e.to_string())))?;
         let p = self.prepared;
-        let establish =
-            TxAction::EstablishBuyer { work_hash: p.work_hash, secret_hash: bitwrk_protocol::tx::secret_hash(&p.work_hash, &secret) };
-        let mut view = ex.tx_action(&node.key, &tx, establish).await.map_err(|e| retry(format!("establish: {e}")))?;
+        let establish = TxAction::EstablishBuyer {
+            work_hash: p.work_hash,
+            secret_hash: bitwrk_protocol::tx::secret_hash(&p.work_hash, &secret),
+        };
+        let mut view = ex
+            .tx_action(&node.key, &tx, establish)
+            .await
+            .map_err(|e| retry(format!("establish: {e}")))?;
         report.info().price_sat = view.price_sat;
         self.step(report, "established");
         // Both sides established: the seller is waiting for the work.
         while view.phase < Phase::Transmitting || view.worker_url.is_none() {
             if view.settlement.is_some() || view.phase.is_terminal() {
-                return Err(retry(format!("the tx ended in {} before the seller established", view.phase)));
+                return Err(retry(format!(
+                    "the tx ended in {} before the seller established",
+                    view.phase
+                )));
             }
-            view = ex.wait_tx(&tx, view.version, EXCHANGE_WAIT).await.map_err(|e| retry(format!("waiting on the tx: {e}")))?;
+            view = ex
+                .wait_tx(&tx, view.version, EXCHANGE_WAIT)
+                .await
+                .map_err(|e| retry(format!("waiting on the tx: {e}")))?;
         }
         if view.phase != Phase::Transmitting {
-            return Err(retry(format!("the tx is already {} before the work was sent", view.phase)));
+            return Err(retry(format!(
+                "the tx is already {} before the work was sent",
+                view.phase
+            )));
         }
-        let base = format!("{}/{}", view.worker_url.clone().unwrap_or_default().trim_end_matches('/'), tx);
+        let base =
+            format!("{}/{}", view.worker_url.clone().unwrap_or_default().trim_end_matches('/'), tx);
         self.step(report, "transmitting");
 
         // Offer the work; send what the seller lacks.
         let offer = WorkOffer { manifest: p.manifest.clone(), secret: Hash32(secret) };
         let answer: WorkOfferAnswer = self.post_json(&base, &offer).await?;
-        let missing = answer.missing(p.distinct.len()).map_err(|e| retry(format!("seller's answer: {e}")))?;
-        let total: u64 = p.distinct.iter().zip(&missing).filter(|(_, m)| **m).map(|((_, _, r), _)| r.len as u64).sum();
+        let missing =
+            answer.missing(p.distinct.len()).map_err(|e| retry(format!("seller's answer: {e}")))?;
+        let total: u64 = p
+            .distinct
+            .iter()
+            .zip(&missing)
+            .filter(|(_, m)| **m)
+            .map(|((_, _, r), _)| r.len as u64)
+            .sum();
         self.step(report, "uploading");
         self.upload(&base, &missing, total).await?;
 
@@ -293,20 +373,28 @@ impl Attempt<'_> {
         self.step(report, "working");
         let info = ex.info();
         let d = &info.deadlines;
-        let work_deadline_ms = view.matched_ms + 1000 * (d.establishing_s + d.transmitting_s + d.working_s);
+        let work_deadline_ms =
+            view.matched_ms + 1000 * (d.establishing_s + d.transmitting_s + d.working_s);
         let enc = self.fetch_result(&base, work_deadline_ms).await?;
         let enc_hash = Hash32::of(&enc);
         self.step(report, "result received");
 
         // Receipt: the seller posts it with the key; then the key is on the exchange.
         let receipt = node.key.sign_message(&receipt_text(ex.exchange_id(), &tx, &enc_hash));
-        let ra: ReceiptAnswer = self.post_json(&format!("{base}/receipt"), &ReceiptBody { receipt }).await?;
+        let ra: ReceiptAnswer =
+            self.post_json(&format!("{base}/receipt"), &ReceiptBody { receipt }).await?;
         let mut view = ex.tx(&tx).await.map_err(|e| retry(format!("reading the tx: {e}")))?;
         while view.version < ra.tx_version || view.phase < Phase::Unverified {
             if view.settlement.is_some() || view.phase.is_terminal() {
-                return Err(retry(format!("the tx ended in {} before the result was posted", view.phase)));
+                return Err(retry(format!(
+                    "the tx ended in {} before the result was posted",
+                    view.phase
+                )));
             }
-            view = ex.wait_tx(&tx, view.version, EXCHANGE_WAIT).await.map_err(|e| retry(format!("waiting on the tx: {e}")))?;
+            view = ex
+                .wait_tx(&tx, view.version, EXCHANGE_WAIT)
+                .await
+                .map_err(|e| retry(format!("waiting on the tx: {e}")))?;
         }
         self.step(report, "unverified");
         if view.phase != Phase::Unverified {
@@ -325,7 +413,8 @@ impl Attempt<'_> {
         let view = ex.tx_action(&node.key, &tx, TxAction::Accept).await.map_err(|e| exch(&e))?;
         self.step(report, "accepted");
         let store = node.store.clone();
-        let to_store: Vec<(Hash32, Arc<Vec<u8>>)> = outputs.iter().map(|o| (o.hash, o.data.clone())).collect();
+        let to_store: Vec<(Hash32, Arc<Vec<u8>>)> =
+            outputs.iter().map(|o| (o.hash, o.data.clone())).collect();
         tokio::task::spawn_blocking(move || {
             for (h, d) in to_store {
                 if let Err(e) = store.put_hashed(&h, &d) {
@@ -348,8 +437,13 @@ impl Attempt<'_> {
         })
     }
 
-    async fn post_json<T: serde::Serialize, R: serde::de::DeserializeOwned>(&mut self, url: &str, body: &T) -> Result<R, AttemptError> {
-        let body = serde_json::to_vec(body).map_err(|e| AttemptError::Final(BuyError::Internal(e.to_string())))?;
+    async fn post_json<T: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &mut self,
+        url: &str,
+        body: &T,
+    ) -> Result<R, AttemptError> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| AttemptError::Final(BuyError::Internal(e.to_string())))?;
         self.add_wire(body.len() as u64);
         let resp = self
             .node
@@ -366,7 +460,12 @@ impl Attempt<'_> {
     }
 
     /// Send the missing chunks in batches of at most 16 MiB.
-    async fn upload(&mut self, base: &str, missing: &[bool], total: u64) -> Result<(), AttemptError> {
+    async fn upload(
+        &mut self,
+        base: &str,
+        missing: &[bool],
+        total: u64,
+    ) -> Result<(), AttemptError> {
         let p = self.prepared;
         let wanted: Vec<&[u8]> = p
             .distinct
@@ -415,7 +514,11 @@ impl Attempt<'_> {
         Ok(())
     }
 
-    async fn fetch_result(&mut self, base: &str, deadline_ms: u64) -> Result<Vec<u8>, AttemptError> {
+    async fn fetch_result(
+        &mut self,
+        base: &str,
+        deadline_ms: u64,
+    ) -> Result<Vec<u8>, AttemptError> {
         let url = format!("{base}/result?wait_ms={}", RESULT_WAIT.as_millis());
         loop {
             if crate::state::now_ms() > deadline_ms {
@@ -434,56 +537,87 @@ impl Attempt<'_> {
                     if resp.content_length().is_some_and(|l| l > tl::RESULT_BYTES_MAX) {
                         return Err(retry("the seller's result is larger than any result may be"));
                     }
-                    let bytes = resp.bytes().await.map_err(|e| retry(format!("downloading the result: {e}")))?;
+                    let bytes = resp
+                        .bytes()
+                        .await
+                        .map_err(|e| retry(format!("downloading the result: {e}")))?;
                     self.add_wire(bytes.len() as u64);
                     return Ok(bytes.to_vec());
                 }
                 202 => continue,
                 422 => {
-                    let body: ErrorBody = resp.json().await.map_err(|e| retry(format!("seller's error answer: {e}")))?;
+                    let body: ErrorBody = resp
+                        .json()
+                        .await
+                        .map_err(|e| retry(format!("seller's error answer: {e}")))?;
                     let reason: Option<ReasonCode> = body.error.parse().ok();
                     return Err(match reason {
                         // The work itself failed: another seller would fail the same way.
-                        Some(r @ (ReasonCode::BadInput
-                        | ReasonCode::Trap
-                        | ReasonCode::FuelExhausted
-                        | ReasonCode::MemoryExceeded
-                        | ReasonCode::OutputTooLarge)) => AttemptError::Final(BuyError::WorkRejected(r, body.message)),
-                        _ => retry(format!("the seller failed the work ({}): {}", body.error, body.message)),
+                        Some(
+                            r @ (ReasonCode::BadInput
+                            | ReasonCode::Trap
+                            | ReasonCode::FuelExhausted
+                            | ReasonCode::MemoryExceeded
+                            | ReasonCode::OutputTooLarge),
+                        ) => AttemptError::Final(BuyError::WorkRejected(r, body.message)),
+                        _ => retry(format!(
+                            "the seller failed the work ({}): {}",
+                            body.error, body.message
+                        )),
                     });
                 }
                 s => {
                     let text = resp.text().await.unwrap_or_default();
-                    return Err(retry(format!("the seller answered {s}: {}", text.chars().take(200).collect::<String>())));
+                    return Err(retry(format!(
+                        "the seller answered {s}: {}",
+                        text.chars().take(200).collect::<String>()
+                    )));
                 }
             }
         }
     }
 
     /// Check the key against what we signed, decrypt, and check the outputs.
-    fn open_result(&self, tx: &Id, view: &TxView, enc: &[u8], enc_hash: &Hash32) -> Result<Vec<Output>, String> {
+    fn open_result(
+        &self,
+        tx: &Id,
+        view: &TxView,
+        enc: &[u8],
+        enc_hash: &Hash32,
+    ) -> Result<Vec<Output>, String> {
         if view.enc_result_hash != Some(*enc_hash) {
             return Err("the seller posted a result hash other than the result it sent".into());
         }
         let key_hex = view.result_key.as_deref().ok_or("the tx has no result key")?;
-        let key: Hash32 = key_hex.parse().map_err(|_| "the result key is not 64 hex chars".to_string())?;
+        let key: Hash32 =
+            key_hex.parse().map_err(|_| "the result key is not 64 hex chars".to_string())?;
         let plain = crate::crypto::open(&key.0, tx, enc).map_err(|e| e.to_string())?;
         let outputs = decode_result(&plain).map_err(|e| e.to_string())?;
         crate::seller::check_outputs(&self.article.manifest, &outputs)?;
         Ok(outputs
             .into_iter()
             .map(|(name, data)| {
-                let media_type = self.article.manifest.output(&name).map(|d| d.media_type.clone()).unwrap_or_default();
+                let media_type = self
+                    .article
+                    .manifest
+                    .output(&name)
+                    .map(|d| d.media_type.clone())
+                    .unwrap_or_default();
                 Output { hash: Hash32::of(&data), name, media_type, data: Arc::new(data) }
             })
             .collect())
     }
 }
 
-async fn read_json<R: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<R, AttemptError> {
+async fn read_json<R: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+) -> Result<R, AttemptError> {
     let status = resp.status();
     if status.is_success() {
-        return resp.json().await.map_err(|e| retry(format!("seller's answer does not parse: {e}")));
+        return resp
+            .json()
+            .await
+            .map_err(|e| retry(format!("seller's answer does not parse: {e}")));
     }
     let text = resp.text().await.unwrap_or_default();
     let msg = match serde_json::from_str::<ErrorBody>(&text) {

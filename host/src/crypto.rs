@@ -12,7 +12,9 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 const NONCE: [u8; 12] = [0u8; 12];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("the result does not decrypt with the key from the transaction (wrong key or altered bytes)")]
+#[error(
+    "the result does not decrypt with the key from the transaction (wrong key or altered bytes)"
+)]
 pub struct DecryptError;
 
 /// A fresh random one-time key.

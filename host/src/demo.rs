@@ -77,7 +77,8 @@ async fn run_async(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> 
     }
     let shutdown = CancellationToken::new();
     let exchange_shutdown = CancellationToken::new();
-    let (exchange_url, exchange_task) = start_embedded_exchange(&db, 0, exchange_shutdown.clone()).await?;
+    let (exchange_url, exchange_task) =
+        start_embedded_exchange(&db, 0, exchange_shutdown.clone()).await?;
     println!("exchange   {exchange_url} (embedded, {})", db.display());
 
     // Publish raytrace (as the seller, who offers it).
@@ -95,26 +96,42 @@ async fn run_async(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> 
         ext_port: if sell { 0 } else { -1 },
         ext_addr: sell.then_some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         num_unmatched_bids: 1,
-        sell: if sell { vec![format!("{article}:{}", args.price).parse().expect("valid spec")] } else { vec![] },
+        sell: if sell {
+            vec![format!("{article}:{}", args.price).parse().expect("valid spec")]
+        } else {
+            vec![]
+        },
         worker_slots: args.worker_slots,
         mandates: vec![mandate.parse().expect("valid mandate")],
         store_max_bytes: crate::limits::STORE_BYTES_DEFAULT,
     };
-    let seller =
-        start(&host_args(true, &format!("sell:{article}:{}", args.price)), &base.join("seller"), shutdown.clone())
-            .await?;
-    let buyer = start(&host_args(false, &format!("buy:{article}:{}", args.price)), &base.join("buyer"), shutdown.clone())
-        .await?;
+    let seller = start(
+        &host_args(true, &format!("sell:{article}:{}", args.price)),
+        &base.join("seller"),
+        shutdown.clone(),
+    )
+    .await?;
+    let buyer = start(
+        &host_args(false, &format!("buy:{article}:{}", args.price)),
+        &base.join("buyer"),
+        shutdown.clone(),
+    )
+    .await?;
     let seller_addr = seller.node.key.address();
     let buyer_addr = buyer.node.key.address();
-    println!("seller     {seller_addr}  worker {}  admin http://{}/", seller.ext_addr.map(|a| a.to_string()).unwrap_or_default(), seller.int_addr);
+    println!(
+        "seller     {seller_addr}  worker {}  admin http://{}/",
+        seller.ext_addr.map(|a| a.to_string()).unwrap_or_default(),
+        seller.int_addr
+    );
     println!("buyer      {buyer_addr}  proxy  http://{}/buy/raytrace", buyer.int_addr);
 
     let before = balances(&client, &buyer_addr, &seller_addr).await?;
 
     // The scene and its tiles.
-    let scene_path =
-        args.scene.clone().unwrap_or_else(|| crate::local_articles::workspace_root().join("articles/raytrace/scenes/demo.json"));
+    let scene_path = args.scene.clone().unwrap_or_else(|| {
+        crate::local_articles::workspace_root().join("articles/raytrace/scenes/demo.json")
+    });
     let mut scene: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&scene_path).with_context(|| format!("reading {}", scene_path.display()))?,
     )
@@ -150,8 +167,10 @@ async fn run_async(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> 
     let t0 = Instant::now();
     let mut jobs = Vec::new();
     for (n, t) in tiles.iter().enumerate() {
-        let tile_json = serde_json::json!({"x": t.x, "y": t.y, "width": t.w, "height": t.h}).to_string();
-        let (http, proxy, sem, scene_bytes, price) = (http.clone(), proxy.clone(), sem.clone(), scene_bytes.clone(), args.price);
+        let tile_json =
+            serde_json::json!({"x": t.x, "y": t.y, "width": t.w, "height": t.h}).to_string();
+        let (http, proxy, sem, scene_bytes, price) =
+            (http.clone(), proxy.clone(), sem.clone(), scene_bytes.clone(), args.price);
         jobs.push(tokio::spawn(async move {
             let _p = sem.acquire().await.expect("open");
             let start = Instant::now();
@@ -164,11 +183,20 @@ async fn run_async(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> 
                 let status = resp.status();
                 anyhow::bail!("tile {n}: {status}: {}", resp.text().await.unwrap_or_default());
             }
-            let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let header = |name: &str| {
+                resp.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+            };
             let tx: Id = header("x-bitwrk-tx").parse().context("x-bitwrk-tx header")?;
             let attempts = header("x-bitwrk-attempts");
             let location = header("location");
-            let png = http.get(format!("{proxy}{location}")).send().await?.error_for_status()?.bytes().await?.to_vec();
+            let png = http
+                .get(format!("{proxy}{location}"))
+                .send()
+                .await?
+                .error_for_status()?
+                .bytes()
+                .await?
+                .to_vec();
             Ok(Traded { tile: n, tx, attempts, wall_ms: start.elapsed().as_millis(), png })
         }));
     }
@@ -180,29 +208,57 @@ async fn run_async(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> 
     traded.sort_by_key(|t| t.tile);
 
     // Each trade as the exchange recorded it.
-    println!("{:<5} {:<27} {:>6} {:>9}  phases (ms after the match)", "tile", "tx", "price", "wall ms");
+    println!(
+        "{:<5} {:<27} {:>6} {:>9}  phases (ms after the match)",
+        "tile", "tx", "price", "wall ms"
+    );
     for t in &traded {
         let v: TxView = client.tx(&t.tx).await?;
-        let phases: Vec<String> =
-            v.history.iter().map(|h| format!("{} +{}", h.phase, h.at_ms.saturating_sub(v.matched_ms))).collect();
-        let retry = if t.attempts != "1" { format!(" (attempts: {})", t.attempts) } else { String::new() };
-        println!("{:<5} {:<27} {:>6} {:>9}  {}{retry}", t.tile, t.tx.to_string(), v.price_sat.0, t.wall_ms, phases.join(" → "));
+        let phases: Vec<String> = v
+            .history
+            .iter()
+            .map(|h| format!("{} +{}", h.phase, h.at_ms.saturating_sub(v.matched_ms)))
+            .collect();
+        let retry =
+            if t.attempts != "1" { format!(" (attempts: {})", t.attempts) } else { String::new() };
+        println!(
+            "{:<5} {:<27} {:>6} {:>9}  {}{retry}",
+            t.tile,
+            t.tx.to_string(),
+            v.price_sat.0,
+            t.wall_ms,
+            phases.join(" → ")
+        );
     }
 
     // Stitch.
     let mut full = vec![0u8; width as usize * height as usize * 3];
     for t in &traded {
         let tile = &tiles[t.tile];
-        let (w, h, rgb) = decode_rgb(&t.png).with_context(|| format!("tile {} is not an RGB PNG", t.tile))?;
-        anyhow::ensure!(w == tile.w && h == tile.h, "tile {} is {w}x{h}, expected {}x{}", t.tile, tile.w, tile.h);
+        let (w, h, rgb) =
+            decode_rgb(&t.png).with_context(|| format!("tile {} is not an RGB PNG", t.tile))?;
+        anyhow::ensure!(
+            w == tile.w && h == tile.h,
+            "tile {} is {w}x{h}, expected {}x{}",
+            t.tile,
+            tile.w,
+            tile.h
+        );
         for row in 0..h as usize {
             let dst = ((tile.y as usize + row) * width as usize + tile.x as usize) * 3;
-            full[dst..dst + w as usize * 3].copy_from_slice(&rgb[row * w as usize * 3..(row + 1) * w as usize * 3]);
+            full[dst..dst + w as usize * 3]
+                .copy_from_slice(&rgb[row * w as usize * 3..(row + 1) * w as usize * 3]);
         }
     }
     let png = encode_rgb(width, height, &full)?;
-    std::fs::write(&args.output, &png).with_context(|| format!("writing {}", args.output.display()))?;
-    println!("\nwrote {} ({width}x{height}, {} bytes) in {total_ms} ms for {} trades", args.output.display(), png.len(), traded.len());
+    std::fs::write(&args.output, &png)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    println!(
+        "\nwrote {} ({width}x{height}, {} bytes) in {total_ms} ms for {} trades",
+        args.output.display(),
+        png.len(),
+        traded.len()
+    );
 
     let after = balances(&client, &buyer_addr, &seller_addr).await?;
     println!("\n{:<16} {:>14} {:>14} {:>10}", "balance (sat)", "before", "after", "change");
@@ -220,7 +276,12 @@ async fn run_async(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> 
         ledger.available_sat.0,
         ledger.blocked_sat.0,
         ledger.fees_sat.0,
-        if ledger.available_sat.0 + ledger.blocked_sat.0 + ledger.fees_sat.0 == ledger.created_sat.0 { "conserved" } else { "NOT CONSERVED" }
+        if ledger.available_sat.0 + ledger.blocked_sat.0 + ledger.fees_sat.0 == ledger.created_sat.0
+        {
+            "conserved"
+        } else {
+            "NOT CONSERVED"
+        }
     );
 
     seller.stop().await;
@@ -231,7 +292,11 @@ async fn run_async(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> 
 }
 
 /// (buyer available+blocked, seller available+blocked, fee account).
-async fn balances(client: &ExchangeClient, buyer: &Address, seller: &Address) -> anyhow::Result<(u64, u64, u64)> {
+async fn balances(
+    client: &ExchangeClient,
+    buyer: &Address,
+    seller: &Address,
+) -> anyhow::Result<(u64, u64, u64)> {
     let b = client.account(buyer).await?;
     let s = client.account(seller).await?;
     let l = client.ledger().await?;

@@ -10,13 +10,18 @@ use bitwrk_protocol::{Hash32, Manifest};
 
 /// The workspace root this binary was built from (articles and target live there).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ is inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ is inside the workspace")
+        .to_path_buf()
 }
 
 /// Where `cargo build-articles` puts the components: `$CARGO_TARGET_DIR` if set, else
 /// `<workspace>/target`.
 pub fn wasm_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
     target.join("wasm32-wasip2").join("release")
 }
 
@@ -24,9 +29,11 @@ pub fn wasm_dir() -> PathBuf {
 pub fn load(name: &str) -> anyhow::Result<(Manifest, Vec<u8>)> {
     let toml_path = workspace_root().join("articles").join(name).join("article.toml");
     let wasm_path = wasm_dir().join(format!("article_{}.wasm", name.replace('-', "_")));
-    let module = std::fs::read(&wasm_path)
-        .with_context(|| format!("reading {} (build the articles first: cargo build-articles)", wasm_path.display()))?;
-    let text = std::fs::read_to_string(&toml_path).with_context(|| format!("reading {}", toml_path.display()))?;
+    let module = std::fs::read(&wasm_path).with_context(|| {
+        format!("reading {} (build the articles first: cargo build-articles)", wasm_path.display())
+    })?;
+    let text = std::fs::read_to_string(&toml_path)
+        .with_context(|| format!("reading {}", toml_path.display()))?;
     let manifest = with_module_hash(&text, &Hash32::of(&module))
         .with_context(|| format!("parsing {}", toml_path.display()))?;
     Ok((manifest, module))
@@ -34,7 +41,8 @@ pub fn load(name: &str) -> anyhow::Result<(Manifest, Vec<u8>)> {
 
 /// Parse `article.toml` text with `module_sha256` set to `hash` (replacing a stale one).
 pub fn with_module_hash(toml_text: &str, hash: &Hash32) -> anyhow::Result<Manifest> {
-    let rest: Vec<&str> = toml_text.lines().filter(|l| !l.trim_start().starts_with("module_sha256")).collect();
+    let rest: Vec<&str> =
+        toml_text.lines().filter(|l| !l.trim_start().starts_with("module_sha256")).collect();
     // A top-level key must come before the first table: put it first.
     let text = format!("module_sha256 = \"{hash}\"\n{}", rest.join("\n"));
     Ok(Manifest::from_toml(&text)?)

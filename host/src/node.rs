@@ -56,13 +56,25 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(key: PrivateKey, exchange: ExchangeClient, store: Arc<Store>, gate: Gate) -> anyhow::Result<Arc<Node>> {
+    pub fn new(
+        key: PrivateKey,
+        exchange: ExchangeClient,
+        store: Arc<Store>,
+        gate: Gate,
+    ) -> anyhow::Result<Arc<Node>> {
         let http = reqwest::Client::builder()
             .connect_timeout(crate::limits::SELLER_REQUEST_TIMEOUT)
             .pool_max_idle_per_host(64)
             .build()
             .context("building the HTTP client")?;
-        Ok(Arc::new(Node { key, exchange, store, gate, http, articles: Mutex::new(HashMap::new()) }))
+        Ok(Arc::new(Node {
+            key,
+            exchange,
+            store,
+            gate,
+            http,
+            articles: Mutex::new(HashMap::new()),
+        }))
     }
 
     /// An article's registry entry by id (cached: an id names one immutable manifest).
@@ -70,8 +82,12 @@ impl Node {
         if let Some(e) = self.articles.lock().expect("article cache lock").get(id) {
             return Ok(e.clone());
         }
-        let entry = self.exchange.article(id).await.with_context(|| format!("looking up article {id}"))?;
-        anyhow::ensure!(entry.manifest.id() == *id, "the exchange answered article {id} with another manifest");
+        let entry =
+            self.exchange.article(id).await.with_context(|| format!("looking up article {id}"))?;
+        anyhow::ensure!(
+            entry.manifest.id() == *id,
+            "the exchange answered article {id} with another manifest"
+        );
         let entry = Arc::new(entry);
         let mut cache = self.articles.lock().expect("article cache lock");
         if cache.len() >= crate::limits::ARTICLE_CACHE_MAX {
@@ -96,7 +112,9 @@ impl Node {
                 let vb = semver::Version::parse(&b.manifest.version).ok();
                 va.cmp(&vb).then(a.published_ms.cmp(&b.published_ms))
             })
-            .with_context(|| format!("no article named {name_or_id:?} is published on the exchange"))?;
+            .with_context(|| {
+                format!("no article named {name_or_id:?} is published on the exchange")
+            })?;
         let entry = Arc::new(best);
         self.articles.lock().expect("article cache lock").insert(entry.id, entry.clone());
         Ok(entry)
@@ -110,7 +128,13 @@ pub struct TradeReport {
 }
 
 impl TradeReport {
-    pub fn new(gate: Gate, key: String, article: &ArticleEntry, side: Side, price: Sat) -> TradeReport {
+    pub fn new(
+        gate: Gate,
+        key: String,
+        article: &ArticleEntry,
+        side: Side,
+        price: Sat,
+    ) -> TradeReport {
         let now = crate::state::now_ms();
         TradeReport {
             gate,

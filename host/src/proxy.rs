@@ -142,7 +142,13 @@ async fn buy_handler(
             if name == "price" {
                 match std::str::from_utf8(&data).ok().and_then(|s| s.trim().parse::<u64>().ok()) {
                     Some(p) => price = Some(Sat(p)),
-                    None => return error(StatusCode::BAD_REQUEST, "bad_request", "price must be a whole number of sat"),
+                    None => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            "price must be a whole number of sat",
+                        );
+                    }
                 }
                 continue;
             }
@@ -160,7 +166,10 @@ async fn buy_handler(
             return error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                format!("{} takes several inputs {names:?}: send them as multipart/form-data fields", m.name),
+                format!(
+                    "{} takes several inputs {names:?}: send them as multipart/form-data fields",
+                    m.name
+                ),
             );
         }
         let body = match Bytes::from_request(req, &()).await {
@@ -169,10 +178,11 @@ async fn buy_handler(
         };
         inputs.push((m.inputs[0].name.clone(), body.to_vec()));
     }
-    let out = match buy(&proxy.node, BuyRequest { article: entry.clone(), inputs, price }, None).await {
-        Ok(o) => o,
-        Err(e) => return buy_error(e),
-    };
+    let out =
+        match buy(&proxy.node, BuyRequest { article: entry.clone(), inputs, price }, None).await {
+            Ok(o) => o,
+            Err(e) => return buy_error(e),
+        };
     for o in &out.outputs {
         proxy.remember(o.hash, &o.media_type);
     }
@@ -186,7 +196,8 @@ async fn buy_handler(
         ("x-bitwrk-input-bytes", out.input_bytes.to_string()),
     ];
     if out.outputs.len() == 1 {
-        return (trade_headers, Redirect::to(&format!("/file/{}", out.outputs[0].hash))).into_response();
+        return (trade_headers, Redirect::to(&format!("/file/{}", out.outputs[0].hash)))
+            .into_response();
     }
     let answer = Json(BuyAnswer {
         outputs: out
@@ -209,13 +220,21 @@ async fn buy_handler(
 
 async fn file_handler(State(proxy): State<Arc<Proxy>>, Path(sha256): Path<String>) -> Response {
     let Ok(h) = sha256.parse::<Hash32>() else {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "give the file's SHA256 as 64 lowercase hex chars");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "give the file's SHA256 as 64 lowercase hex chars",
+        );
     };
     let store = proxy.node.store.clone();
     let data = match tokio::task::spawn_blocking(move || store.get(&h)).await {
         Ok(Ok(d)) => d,
         Ok(Err(crate::store::StoreError::Missing(_))) => {
-            return error(StatusCode::NOT_FOUND, "not_found", format!("no file {h} in this host's store"));
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no file {h} in this host's store"),
+            );
         }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "reading the store failed");

@@ -43,7 +43,12 @@ pub struct RunArgs {
     #[arg(long, env = "BITWRK_NUM_UNMATCHED_BIDS", default_value_t = 1)]
     pub num_unmatched_bids: usize,
     /// Sell ARTICLE (id or name) at MIN_PRICE sat or more [default price: 100]; repeatable.
-    #[arg(long = "sell", env = "BITWRK_SELL", value_delimiter = ',', value_name = "ARTICLE[:MIN_PRICE]")]
+    #[arg(
+        long = "sell",
+        env = "BITWRK_SELL",
+        value_delimiter = ',',
+        value_name = "ARTICLE[:MIN_PRICE]"
+    )]
     pub sell: Vec<SellSpec>,
     /// Work on this many trades at once [default: the number of cores].
     #[arg(long, env = "BITWRK_WORKER_SLOTS")]
@@ -97,7 +102,8 @@ pub async fn start_embedded_exchange(
         .await
         .with_context(|| format!("binding the embedded exchange to 127.0.0.1:{port}"))?;
     let addr = listener.local_addr()?;
-    let config = bitwrk_exchange::Config { db_path: db.to_path_buf(), ..bitwrk_exchange::Config::default() };
+    let config =
+        bitwrk_exchange::Config { db_path: db.to_path_buf(), ..bitwrk_exchange::Config::default() };
     let task = tokio::spawn(async move {
         if let Err(e) = bitwrk_exchange::serve(listener, config, shutdown.cancelled_owned()).await {
             tracing::error!(error = %e, "embedded exchange stopped");
@@ -109,7 +115,11 @@ pub async fn start_embedded_exchange(
 }
 
 /// Start a host from its flags. Used by `run` and, in-process, by `demo` and the bench.
-pub async fn start(args: &RunArgs, data_dir: &Path, shutdown: CancellationToken) -> anyhow::Result<RunningHost> {
+pub async fn start(
+    args: &RunArgs,
+    data_dir: &Path,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningHost> {
     crate::data_dir::ensure_dir(data_dir)?;
     let key = crate::data_dir::load_or_create_key(data_dir)?;
     let mut tasks = Vec::new();
@@ -118,8 +128,12 @@ pub async fn start(args: &RunArgs, data_dir: &Path, shutdown: CancellationToken)
         Some(u) => u.trim_end_matches('/').to_string(),
         None => {
             let token = CancellationToken::new();
-            let (url, task) =
-                start_embedded_exchange(&data_dir.join("exchange.sqlite"), args.exchange_port, token.clone()).await?;
+            let (url, task) = start_embedded_exchange(
+                &data_dir.join("exchange.sqlite"),
+                args.exchange_port,
+                token.clone(),
+            )
+            .await?;
             embedded = Some((token, task));
             url
         }
@@ -138,7 +152,8 @@ pub async fn start(args: &RunArgs, data_dir: &Path, shutdown: CancellationToken)
     let mut ext_addr = None;
     let mut seller = None;
     if args.ext_port >= 0 {
-        let port = u16::try_from(args.ext_port).context("--ext-port must be -1 or a port number")?;
+        let port =
+            u16::try_from(args.ext_port).context("--ext-port must be -1 or a port number")?;
         let bind_ip = args.ext_addr.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let listener = TcpListener::bind((bind_ip, port))
             .await
@@ -153,7 +168,8 @@ pub async fn start(args: &RunArgs, data_dir: &Path, shutdown: CancellationToken)
         let worker_slots = args.worker_slots.unwrap_or_else(num_cores).max(1);
         let mut sandbox_config = bitwrk_runtime::SandboxConfig::new(cache_dir);
         sandbox_config.max_concurrent_instances = u32::try_from(worker_slots).unwrap_or(u32::MAX);
-        let sandbox = bitwrk_runtime::Sandbox::new(sandbox_config).context("starting the sandbox")?;
+        let sandbox =
+            bitwrk_runtime::Sandbox::new(sandbox_config).context("starting the sandbox")?;
         let config = SellerConfig {
             sells: args.sell.clone(),
             worker_slots,
@@ -164,7 +180,9 @@ pub async fn start(args: &RunArgs, data_dir: &Path, shutdown: CancellationToken)
         let router = s.router();
         let sd = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(sd.cancelled_owned()).await {
+            if let Err(e) =
+                axum::serve(listener, router).with_graceful_shutdown(sd.cancelled_owned()).await
+            {
                 tracing::error!(error = %e, "external port stopped");
             }
         }));
@@ -172,7 +190,9 @@ pub async fn start(args: &RunArgs, data_dir: &Path, shutdown: CancellationToken)
         ext_addr = Some(SocketAddr::new(told_ip, bound.port()));
         seller = Some(s);
     } else if !args.sell.is_empty() {
-        anyhow::bail!("--sell needs an external port for buyers to reach: give --ext-port (e.g. 8082)");
+        anyhow::bail!(
+            "--sell needs an external port for buyers to reach: give --ext-port (e.g. 8082)"
+        );
     }
     if let Some(s) = &seller {
         s.start(shutdown.clone()).await?;
@@ -187,12 +207,24 @@ pub async fn start(args: &RunArgs, data_dir: &Path, shutdown: CancellationToken)
     let int_addr = listener.local_addr()?;
     let sd = shutdown.clone();
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(sd.cancelled_owned()).await {
+        if let Err(e) =
+            axum::serve(listener, router).with_graceful_shutdown(sd.cancelled_owned()).await
+        {
             tracing::error!(error = %e, "internal port stopped");
         }
     }));
     tracing::info!(addr = %int_addr, address = %node.key.address(), "internal port (buying proxy, admin UI) listening");
-    Ok(RunningHost { int_addr, ext_addr, exchange_url, node, state, shutdown, tasks, seller, exchange: embedded })
+    Ok(RunningHost {
+        int_addr,
+        ext_addr,
+        exchange_url,
+        node,
+        state,
+        shutdown,
+        tasks,
+        seller,
+        exchange: embedded,
+    })
 }
 
 fn num_cores() -> usize {
@@ -213,7 +245,11 @@ fn first_external_ipv4() -> Option<IpAddr> {
             let ifa = &*cur;
             let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
             let loopback = ifa.ifa_flags & libc::IFF_LOOPBACK as u32 != 0;
-            if up && !loopback && !ifa.ifa_addr.is_null() && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET {
+            if up
+                && !loopback
+                && !ifa.ifa_addr.is_null()
+                && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET
+            {
                 let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
                 found = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
                 break;
@@ -228,7 +264,12 @@ fn first_external_ipv4() -> Option<IpAddr> {
 /// The line `run` prints on stdout once it serves, for scripts and tests to read.
 pub fn ready_line(h: &RunningHost) -> String {
     let ext = h.ext_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
-    format!("bitwrk-host ready int={} ext={ext} exchange={} address={}", h.int_addr, h.exchange_url, h.node.key.address())
+    format!(
+        "bitwrk-host ready int={} ext={ext} exchange={} address={}",
+        h.int_addr,
+        h.exchange_url,
+        h.node.key.address()
+    )
 }
 
 pub fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {

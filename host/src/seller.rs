@@ -18,8 +18,8 @@ use bitwrk_protocol::api::{ArticleEntry, BidState, BidView, ErrorBody, TxView};
 use bitwrk_protocol::manifest::Runtime;
 use bitwrk_protocol::message::receipt_text;
 use bitwrk_protocol::transfer::{
-    ChunksAnswer, NotReady, ReceiptAnswer, ReceiptBody, WorkOffer, WorkOfferAnswer, encode_result, limits as tl,
-    unframe_chunks,
+    ChunksAnswer, NotReady, ReceiptAnswer, ReceiptBody, WorkOffer, WorkOfferAnswer, encode_result,
+    limits as tl, unframe_chunks,
 };
 use bitwrk_protocol::work::WorkManifest;
 use bitwrk_protocol::{Hash32, Id, ReasonCode, Sat, Side, TxAction};
@@ -49,9 +49,12 @@ impl FromStr for SellSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<SellSpec, String> {
         let (article, price) = match s.rsplit_once(':') {
-            Some((a, p)) => {
-                (a, Sat(p.parse().map_err(|_| format!("--sell {s:?}: price {p:?} is not a whole number of sat"))?))
-            }
+            Some((a, p)) => (
+                a,
+                Sat(p.parse().map_err(|_| {
+                    format!("--sell {s:?}: price {p:?} is not a whole number of sat")
+                })?),
+            ),
             None => (s, Sat(SELL_PRICE_DEFAULT_SAT)),
         };
         if article.is_empty() {
@@ -205,8 +208,10 @@ impl Seller {
     }
 
     async fn take_slot(&self) -> Slot {
-        let permit = self.slots.clone().acquire_owned().await.expect("the slot semaphore is never closed");
-        let id = self.free_ids.lock().expect("slot ids lock").pop().expect("a permit implies a free id");
+        let permit =
+            self.slots.clone().acquire_owned().await.expect("the slot semaphore is never closed");
+        let id =
+            self.free_ids.lock().expect("slot ids lock").pop().expect("a permit implies a free id");
         Slot { id, _permit: permit, free_ids: self.free_ids.clone() }
     }
 
@@ -222,7 +227,12 @@ impl Seller {
     }
 
     /// Keep one sell bid open for `article` whenever a slot is free.
-    async fn bidder(self: Arc<Self>, article: Arc<ArticleEntry>, price: Sat, shutdown: CancellationToken) {
+    async fn bidder(
+        self: Arc<Self>,
+        article: Arc<ArticleEntry>,
+        price: Sat,
+        shutdown: CancellationToken,
+    ) {
         loop {
             let slot = tokio::select! {
                 s = self.take_slot() => s,
@@ -247,7 +257,12 @@ impl Seller {
                     _ = shutdown.cancelled() => return,
                 }
             }
-            let bid = match self.node.exchange.place_bid(&self.node.key, article.id, Side::Sell, price).await {
+            let bid = match self
+                .node
+                .exchange
+                .place_bid(&self.node.key, article.id, Side::Sell, price)
+                .await
+            {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(article = %article.manifest.name, error = %e, "placing a sell bid failed");
@@ -304,7 +319,13 @@ impl Seller {
     /// One matched transaction, from `establish` until it settles.
     async fn trade(self: Arc<Self>, bid: BidView, slot: Slot, article: Arc<ArticleEntry>) {
         let tx = bid.tx.clone().expect("matched bids have a tx");
-        let mut report = TradeReport::new(self.node.gate.clone(), bid.id.to_string(), &article, Side::Sell, bid.price_sat);
+        let mut report = TradeReport::new(
+            self.node.gate.clone(),
+            bid.id.to_string(),
+            &article,
+            Side::Sell,
+            bid.price_sat,
+        );
         report.info().bid = Some(bid.id.clone());
         report.info().tx = Some(tx.clone());
         self.worker(slot.id, &article, Some(tx.clone()));
@@ -337,7 +358,9 @@ impl Seller {
                 report.info().price_sat = v.price_sat;
                 trade.set_view(v);
             }
-            Err(e) => tracing::warn!(tx = %tx, error = %e, "establish failed; following the tx anyway"),
+            Err(e) => {
+                tracing::warn!(tx = %tx, error = %e, "establish failed; following the tx anyway")
+            }
         }
         let end = loop {
             match self.node.exchange.wait_tx(&tx, version, EXCHANGE_WAIT).await {
@@ -373,7 +396,9 @@ impl Seller {
             .route("/v1/work/{tx}", post(offer))
             .route(
                 "/v1/work/{tx}/chunks",
-                post(chunks).layer(DefaultBodyLimit::max(tl::CHUNK_BATCH_BYTES_MAX + 1024 * tl::FRAME_HEADER_BYTES)),
+                post(chunks).layer(DefaultBodyLimit::max(
+                    tl::CHUNK_BATCH_BYTES_MAX + 1024 * tl::FRAME_HEADER_BYTES,
+                )),
             )
             .route("/v1/work/{tx}/result", get(result))
             .route("/v1/work/{tx}/receipt", post(receipt))
@@ -383,13 +408,15 @@ impl Seller {
     }
 
     fn trade_of(&self, tx: &str) -> Result<Arc<SellTrade>, ApiError> {
-        let id = Id::new(tx).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
-        self.trades
-            .lock()
-            .expect("trades lock")
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_tx", format!("no transaction {id} at this seller")))
+        let id = Id::new(tx)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+        self.trades.lock().expect("trades lock").get(&id).cloned().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_tx",
+                format!("no transaction {id} at this seller"),
+            )
+        })
     }
 
     /// The tx as the exchange shows it, with the buyer's commitment in it.
@@ -400,7 +427,11 @@ impl Seller {
             return Ok(v);
         }
         let v = self.node.exchange.tx(&trade.tx).await.map_err(|e| {
-            ApiError::new(StatusCode::BAD_GATEWAY, "exchange", format!("could not read the tx from the exchange: {e}"))
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "exchange",
+                format!("could not read the tx from the exchange: {e}"),
+            )
         })?;
         trade.set_view(v.clone());
         Ok(v)
@@ -436,7 +467,11 @@ impl Seller {
                 let key = crate::crypto::new_key();
                 let (enc, hash) = crate::crypto::seal(&key, &trade.tx, &plain);
                 tracing::info!(tx = %trade.tx, wall_ms, result_bytes = enc.len(), "work done");
-                trade.stage.send_replace(Stage::Ready(Arc::new(Sealed { enc: Bytes::from(enc), hash, key })));
+                trade.stage.send_replace(Stage::Ready(Arc::new(Sealed {
+                    enc: Bytes::from(enc),
+                    hash,
+                    key,
+                })));
             }
             Err((reason, message)) => {
                 tracing::info!(tx = %trade.tx, %reason, %message, wall_ms, "work failed; rejecting it");
@@ -445,8 +480,11 @@ impl Seller {
                     tracing::warn!(tx = %trade.tx, error = %e, "secret was not accepted; not rejecting");
                     return;
                 }
-                if let Err(e) =
-                    self.node.exchange.tx_action(&self.node.key, &trade.tx, TxAction::RejectWork { reason }).await
+                if let Err(e) = self
+                    .node
+                    .exchange
+                    .tx_action(&self.node.key, &trade.tx, TxAction::RejectWork { reason })
+                    .await
                 {
                     tracing::warn!(tx = %trade.tx, error = %e, "reject_work failed");
                 }
@@ -462,35 +500,45 @@ impl Seller {
     ) -> Result<Vec<(String, Vec<u8>)>, (ReasonCode, String)> {
         let internal = |e: String| (ReasonCode::Internal, e);
         let store = self.node.store.clone();
-        let inputs = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Vec<u8>)>, String> {
-            let mut out = Vec::new();
-            for input in &manifest.inputs {
-                let mut data = Vec::with_capacity(input.size as usize);
-                for h in &input.chunks {
-                    data.extend_from_slice(&store.get(h).map_err(|e| e.to_string())?);
+        let inputs =
+            tokio::task::spawn_blocking(move || -> Result<Vec<(String, Vec<u8>)>, String> {
+                let mut out = Vec::new();
+                for input in &manifest.inputs {
+                    let mut data = Vec::with_capacity(input.size as usize);
+                    for h in &input.chunks {
+                        data.extend_from_slice(&store.get(h).map_err(|e| e.to_string())?);
+                    }
+                    if data.len() as u64 != input.size {
+                        return Err(format!(
+                            "input {:?}: chunks add up to {} bytes, manifest says {}",
+                            input.name,
+                            data.len(),
+                            input.size
+                        ));
+                    }
+                    out.push((input.name.clone(), data));
                 }
-                if data.len() as u64 != input.size {
-                    return Err(format!("input {:?}: chunks add up to {} bytes, manifest says {}", input.name, data.len(), input.size));
-                }
-                out.push((input.name.clone(), data));
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| internal(e.to_string()))?
-        .map_err(|e| (ReasonCode::BadInput, e))?;
+                Ok(out)
+            })
+            .await
+            .map_err(|e| internal(e.to_string()))?
+            .map_err(|e| (ReasonCode::BadInput, e))?;
         let loaded = self.loaded(article).await.map_err(|e| internal(format!("{e:#}")))?;
         let sandbox = self.engines.sandbox.clone();
         let run = tokio::task::spawn_blocking(move || sandbox.run(&loaded, inputs))
             .await
             .map_err(|e| internal(e.to_string()))?;
         let out = run.map_err(|e| (e.reason, e.message))?;
-        check_outputs(&article.manifest, &out.outputs).map_err(|m| (ReasonCode::OutputTooLarge, m))?;
+        check_outputs(&article.manifest, &out.outputs)
+            .map_err(|m| (ReasonCode::OutputTooLarge, m))?;
         Ok(out.outputs)
     }
 
     /// The article compiled for the sandbox (fetched from the registry by id, hash-checked).
-    async fn loaded(&self, article: &ArticleEntry) -> anyhow::Result<Arc<bitwrk_runtime::LoadedArticle>> {
+    async fn loaded(
+        &self,
+        article: &ArticleEntry,
+    ) -> anyhow::Result<Arc<bitwrk_runtime::LoadedArticle>> {
         let mut cache = self.loaded.lock().await;
         if let Some(l) = cache.get(&article.id) {
             return Ok(l.clone());
@@ -503,7 +551,8 @@ impl Seller {
         );
         let sandbox = self.engines.sandbox.clone();
         let manifest = article.manifest.clone();
-        let loaded = tokio::task::spawn_blocking(move || sandbox.load(&manifest, &module)).await??;
+        let loaded =
+            tokio::task::spawn_blocking(move || sandbox.load(&manifest, &module)).await??;
         let loaded = Arc::new(loaded);
         if cache.len() >= limits::ARTICLE_CACHE_MAX {
             cache.clear();
@@ -514,14 +563,26 @@ impl Seller {
 }
 
 /// Outputs must be exactly the declared ones, each within its `max_bytes`.
-pub fn check_outputs(manifest: &bitwrk_protocol::Manifest, outputs: &[(String, Vec<u8>)]) -> Result<(), String> {
+pub fn check_outputs(
+    manifest: &bitwrk_protocol::Manifest,
+    outputs: &[(String, Vec<u8>)],
+) -> Result<(), String> {
     if outputs.len() != manifest.outputs.len() {
-        return Err(format!("{} outputs, the article declares {}", outputs.len(), manifest.outputs.len()));
+        return Err(format!(
+            "{} outputs, the article declares {}",
+            outputs.len(),
+            manifest.outputs.len()
+        ));
     }
     for (name, data) in outputs {
-        let decl = manifest.output(name).ok_or_else(|| format!("output {name:?} is not declared"))?;
+        let decl =
+            manifest.output(name).ok_or_else(|| format!("output {name:?} is not declared"))?;
         if data.len() as u64 > decl.max_bytes {
-            return Err(format!("output {name:?} has {} bytes, at most {} declared", data.len(), decl.max_bytes));
+            return Err(format!(
+                "output {name:?} has {} bytes, at most {} declared",
+                data.len(),
+                decl.max_bytes
+            ));
         }
     }
     Ok(())
@@ -551,8 +612,13 @@ async fn offer(
     body: Bytes,
 ) -> Result<Json<WorkOfferAnswer>, ApiError> {
     let trade = seller.trade_of(&tx)?;
-    let offer: WorkOffer = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("work offer does not parse: {e}")))?;
+    let offer: WorkOffer = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("work offer does not parse: {e}"),
+        )
+    })?;
     // Canonical order is part of the work hash; check it like the protocol's parser does.
     let manifest = WorkManifest::from_json(&offer.manifest.canonical_json())
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
@@ -563,25 +629,36 @@ async fn offer(
         return Err(forbidden("the work does not match the work_hash the buyer committed to"));
     }
     if view.secret_hash != Some(bitwrk_protocol::tx::secret_hash(&work_hash, &offer.secret.0)) {
-        return Err(forbidden("wrong secret: SHA256(work_hash ‖ secret) is not the tx's secret_hash"));
+        return Err(forbidden(
+            "wrong secret: SHA256(work_hash ‖ secret) is not the tx's secret_hash",
+        ));
     }
-    check_work(&trade.article.manifest, &manifest)
-        .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ReasonCode::BadInput.as_str(), m))?;
+    check_work(&trade.article.manifest, &manifest).map_err(|m| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ReasonCode::BadInput.as_str(), m)
+    })?;
     let distinct = manifest.distinct_chunks();
     let store = seller.node.store.clone();
     let d = distinct.clone();
-    let missing: Vec<bool> = tokio::task::spawn_blocking(move || d.iter().map(|h| !store.has(h)).collect())
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let missing: Vec<bool> =
+        tokio::task::spawn_blocking(move || d.iter().map(|h| !store.has(h)).collect())
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?;
     {
         let mut w = trade.work.lock().expect("work lock");
         match w.as_ref() {
             Some(existing) if existing.manifest != manifest => {
-                return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "a different work was already offered"));
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "a different work was already offered",
+                ));
             }
             Some(_) => {}
             None => {
-                let set = distinct.iter().zip(&missing).filter(|(_, m)| **m).map(|(h, _)| *h).collect();
+                let set =
+                    distinct.iter().zip(&missing).filter(|(_, m)| **m).map(|(h, _)| *h).collect();
                 *w = Some(Work { manifest: manifest.clone(), missing: set, started: false });
             }
         }
@@ -621,14 +698,24 @@ fn check_work(article: &bitwrk_protocol::Manifest, work: &WorkManifest) -> Resul
         return Err(format!("{chunks} chunks; at most {} per work", tl::CHUNKS_PER_WORK_MAX));
     }
     if work.inputs.len() != article.inputs.len() {
-        return Err(format!("{} inputs, the article declares {}", work.inputs.len(), article.inputs.len()));
+        return Err(format!(
+            "{} inputs, the article declares {}",
+            work.inputs.len(),
+            article.inputs.len()
+        ));
     }
     for input in &work.inputs {
-        let decl = article.input(&input.name).ok_or_else(|| format!("input {:?} is not declared", input.name))?;
+        let decl = article
+            .input(&input.name)
+            .ok_or_else(|| format!("input {:?} is not declared", input.name))?;
         if input.size > decl.max_bytes {
-            return Err(format!("input {:?} has {} bytes, at most {} declared", input.name, input.size, decl.max_bytes));
+            return Err(format!(
+                "input {:?} has {} bytes, at most {} declared",
+                input.name, input.size, decl.max_bytes
+            ));
         }
-        let most = input.size.div_ceil(bitwrk_protocol::work::CHUNK_MIN_BYTES as u64).max(1) as usize;
+        let most =
+            input.size.div_ceil(bitwrk_protocol::work::CHUNK_MIN_BYTES as u64).max(1) as usize;
         if input.chunks.len() > most {
             return Err(format!("input {:?} lists more chunks than its size allows", input.name));
         }
@@ -648,27 +735,31 @@ async fn chunks(
     {
         let w = trade.work.lock().expect("work lock");
         let work = w.as_ref().ok_or_else(|| {
-            ApiError::new(StatusCode::CONFLICT, "conflict", "offer the work (POST /v1/work/{tx}) before its chunks")
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "offer the work (POST /v1/work/{tx}) before its chunks",
+            )
         })?;
         if let Some((h, _)) = hashed.iter().find(|(h, _)| !work.missing.contains(h)) {
             return Err(bad(format!("chunk {h} was not asked for (wrong bytes or sent twice)")));
         }
     }
     let store = seller.node.store.clone();
-    let owned: Vec<(Hash32, Bytes)> =
-        hashed.iter().map(|(h, c)| (*h, body.slice_ref(c))).collect();
-    let stored: Vec<Hash32> = tokio::task::spawn_blocking(move || -> Result<Vec<Hash32>, String> {
-        for (h, c) in &owned {
-            store.put_hashed(h, c).map_err(|e| e.to_string())?;
-        }
-        Ok(owned.into_iter().map(|(h, _)| h).collect())
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(|e| {
-        tracing::error!(tx = %trade.tx, error = %e, "storing chunks failed");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
-    })?;
+    let owned: Vec<(Hash32, Bytes)> = hashed.iter().map(|(h, c)| (*h, body.slice_ref(c))).collect();
+    let stored: Vec<Hash32> =
+        tokio::task::spawn_blocking(move || -> Result<Vec<Hash32>, String> {
+            for (h, c) in &owned {
+                store.put_hashed(h, c).map_err(|e| e.to_string())?;
+            }
+            Ok(owned.into_iter().map(|(h, _)| h).collect())
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| {
+            tracing::error!(tx = %trade.tx, error = %e, "storing chunks failed");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        })?;
     let still_missing = {
         let mut w = trade.work.lock().expect("work lock");
         let work = w.as_mut().expect("checked above");
@@ -701,14 +792,26 @@ async fn result(
     };
     Ok(match stage {
         Stage::Ready(sealed) => {
-            ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], sealed.enc.clone()).into_response()
+            ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], sealed.enc.clone())
+                .into_response()
         }
-        Stage::Failed(reason, message) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason.as_str(), message).into_response(),
+        Stage::Failed(reason, message) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason.as_str(), message)
+                .into_response()
+        }
         Stage::AwaitingOffer => {
-            return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "no work was offered for this transaction"));
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "no work was offered for this transaction",
+            ));
         }
-        Stage::Receiving => (StatusCode::ACCEPTED, Json(NotReady { stage: "receiving".into() })).into_response(),
-        Stage::Running => (StatusCode::ACCEPTED, Json(NotReady { stage: "running".into() })).into_response(),
+        Stage::Receiving => {
+            (StatusCode::ACCEPTED, Json(NotReady { stage: "receiving".into() })).into_response()
+        }
+        Stage::Running => {
+            (StatusCode::ACCEPTED, Json(NotReady { stage: "running".into() })).into_response()
+        }
     })
 }
 
@@ -718,28 +821,58 @@ async fn receipt(
     body: Bytes,
 ) -> Result<Json<ReceiptAnswer>, ApiError> {
     let trade = seller.trade_of(&tx)?;
-    let body: ReceiptBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("receipt does not parse: {e}")))?;
+    let body: ReceiptBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("receipt does not parse: {e}"),
+        )
+    })?;
     let sealed = match &*trade.stage.borrow() {
         Stage::Ready(s) => s.clone(),
-        _ => return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "there is no result to sign for yet")),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "there is no result to sign for yet",
+            ));
+        }
     };
     let view = seller.committed_view(&trade).await?;
     let text = receipt_text(seller.node.exchange.exchange_id(), &trade.tx, &sealed.hash);
-    bitwrk_protocol::identity::verify_message(view.buyer.as_str(), &body.receipt, &text).map_err(|e| {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("the receipt is not the buyer's signature over the result: {e}"))
-    })?;
+    bitwrk_protocol::identity::verify_message(view.buyer.as_str(), &body.receipt, &text).map_err(
+        |e| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("the receipt is not the buyer's signature over the result: {e}"),
+            )
+        },
+    )?;
     let mut posted = trade.result_posted.lock().await;
     if let Some(version) = *posted {
         return Ok(Json(ReceiptAnswer { tx_version: version }));
     }
     trade.secret_posted().await.map_err(|e| {
-        ApiError::new(StatusCode::BAD_GATEWAY, "exchange", format!("the exchange did not take the secret: {e}"))
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "exchange",
+            format!("the exchange did not take the secret: {e}"),
+        )
     })?;
-    let action = TxAction::Result { enc_result_hash: sealed.hash, receipt: body.receipt, result_key: sealed.key };
-    let v = seller.node.exchange.tx_action(&seller.node.key, &trade.tx, action).await.map_err(|e| {
-        ApiError::new(StatusCode::BAD_GATEWAY, "exchange", format!("the exchange did not take the result: {e}"))
-    })?;
+    let action = TxAction::Result {
+        enc_result_hash: sealed.hash,
+        receipt: body.receipt,
+        result_key: sealed.key,
+    };
+    let v =
+        seller.node.exchange.tx_action(&seller.node.key, &trade.tx, action).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "exchange",
+                format!("the exchange did not take the result: {e}"),
+            )
+        })?;
     *posted = Some(v.version);
     let version = v.version;
     trade.set_view(v);

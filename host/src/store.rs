@@ -93,7 +93,8 @@ impl Store {
         drop(f);
         // Rename is atomic: readers see the whole object or none.
         fs::rename(&tmp, &path).map_err(io(&path))?;
-        let used = self.used_bytes.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+        let used =
+            self.used_bytes.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
         if used > self.max_bytes {
             self.evict()?;
         }
@@ -112,7 +113,9 @@ impl Store {
         let path = self.path(h);
         let data = match fs::read(&path) {
             Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::Missing(*h)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing(*h));
+            }
             Err(e) => return Err(io(&path)(e)),
         };
         if Hash32::of(&data) != *h {
@@ -166,7 +169,12 @@ impl Store {
             }
         }
         self.used_bytes.store(used, Ordering::Relaxed);
-        tracing::info!(removed, used_bytes = used, max_bytes = self.max_bytes, "content store evicted");
+        tracing::info!(
+            removed,
+            used_bytes = used,
+            max_bytes = self.max_bytes,
+            "content store evicted"
+        );
         Ok(())
     }
 }

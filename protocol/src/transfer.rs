@@ -128,7 +128,8 @@ pub fn unframe_chunks(body: &[u8]) -> Result<Vec<&[u8]>, TransferError> {
     let mut out = Vec::new();
     let mut rest = body;
     while !rest.is_empty() {
-        let (head, tail) = rest.split_at_checked(limits::FRAME_HEADER_BYTES).ok_or(TransferError::BadFrame)?;
+        let (head, tail) =
+            rest.split_at_checked(limits::FRAME_HEADER_BYTES).ok_or(TransferError::BadFrame)?;
         let len = u32::from_be_bytes(head.try_into().expect("4 bytes")) as usize;
         if len == 0 || len > crate::work::CHUNK_MAX_BYTES as usize {
             return Err(TransferError::BadFrame);
@@ -177,7 +178,8 @@ pub fn decode_result(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, TransferErr
             return Err(bad("output name empty or too long"));
         }
         let (name, r) = r.split_at_checked(nl).ok_or_else(|| bad("truncated name"))?;
-        let name = std::str::from_utf8(name).map_err(|_| bad("output name is not UTF-8"))?.to_string();
+        let name =
+            std::str::from_utf8(name).map_err(|_| bad("output name is not UTF-8"))?.to_string();
         let (dl, r) = r.split_at_checked(8).ok_or_else(|| bad("truncated data length"))?;
         let dl = u64::from_be_bytes(dl.try_into().expect("8 bytes"));
         let dl = usize::try_from(dl).map_err(|_| bad("data length out of range"))?;

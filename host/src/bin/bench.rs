@@ -20,7 +20,10 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
-#[command(name = "bitwrk-host-bench", about = "Trade overhead, throughput and transfer savings of bitwrk-host")]
+#[command(
+    name = "bitwrk-host-bench",
+    about = "Trade overhead, throughput and transfer savings of bitwrk-host"
+)]
 struct Args {
     /// Sequential trades for the latency figures.
     #[arg(long, default_value_t = 300)]
@@ -106,14 +109,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .await?;
-    let buyer = start(&host_args(vec![], "buy:*:1000"), &dir.path().join("buyer"), shutdown.clone()).await?;
+    let buyer =
+        start(&host_args(vec![], "buy:*:1000"), &dir.path().join("buyer"), shutdown.clone())
+            .await?;
     let node = buyer.node.clone();
     let article = node.article(&manifest.id()).await?;
     let big_article = node.article(&big.id()).await?;
 
     // The bare sandbox run of the same work.
     let text = b"the quick brown fox jumps over the lazy dog ".repeat(20);
-    let sandbox = bitwrk_runtime::Sandbox::new(bitwrk_runtime::SandboxConfig::new(dir.path().join("bare-cache")))?;
+    let sandbox = bitwrk_runtime::Sandbox::new(bitwrk_runtime::SandboxConfig::new(
+        dir.path().join("bare-cache"),
+    ))?;
     let loaded = sandbox.load(&manifest, &module)?;
     let mut bare = Vec::new();
     for _ in 0..50 {
@@ -126,8 +133,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // Warm-up: the seller loads the module, connections open.
     for _ in 0..5 {
-        buy(&node, BuyRequest { article: article.clone(), inputs: vec![("text".into(), text.clone())], price: Some(Sat(100)) }, None)
-            .await?;
+        buy(
+            &node,
+            BuyRequest {
+                article: article.clone(),
+                inputs: vec![("text".into(), text.clone())],
+                price: Some(Sat(100)),
+            },
+            None,
+        )
+        .await?;
     }
 
     // Sequential latency.
@@ -137,8 +152,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let mut t = text.clone();
         t.extend_from_slice(format!(" trade{i}").as_bytes());
         let t0 = Instant::now();
-        buy(&node, BuyRequest { article: article.clone(), inputs: vec![("text".into(), t)], price: Some(Sat(100)) }, None)
-            .await?;
+        buy(
+            &node,
+            BuyRequest {
+                article: article.clone(),
+                inputs: vec![("text".into(), t)],
+                price: Some(Sat(100)),
+            },
+            None,
+        )
+        .await?;
         lat.push(t0.elapsed());
     }
     lat.sort();
@@ -151,13 +174,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..args.parallel_trades {
-        let (node, article, text, done, failed, sem) =
-            (node.clone(), article.clone(), text.clone(), done.clone(), failed.clone(), sem.clone());
+        let (node, article, text, done, failed, sem) = (
+            node.clone(),
+            article.clone(),
+            text.clone(),
+            done.clone(),
+            failed.clone(),
+            sem.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire().await.expect("open");
             let mut t = text;
             t.extend_from_slice(format!(" par{i}").as_bytes());
-            match buy(&node, BuyRequest { article, inputs: vec![("text".into(), t)], price: Some(Sat(100)) }, None).await {
+            match buy(
+                &node,
+                BuyRequest { article, inputs: vec![("text".into(), t)], price: Some(Sat(100)) },
+                None,
+            )
+            .await
+            {
                 Ok(_) => {
                     done.fetch_add(1, Ordering::Relaxed);
                 }
@@ -195,8 +230,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     w.store(bytes, Ordering::Relaxed);
                 }
             };
-            let r = buy(&node, BuyRequest { article: big_article, inputs: vec![("text".into(), data)], price: Some(Sat(100)) }, Some(&progress))
-                .await;
+            let r = buy(
+                &node,
+                BuyRequest {
+                    article: big_article,
+                    inputs: vec![("text".into(), data)],
+                    price: Some(Sat(100)),
+                },
+                Some(&progress),
+            )
+            .await;
             (r.map(|_| ()).map_err(|e| e.to_string()), wire.load(Ordering::Relaxed))
         }
     };
@@ -209,8 +252,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let (r2, wire2) = send(edited).await;
 
-    println!("bitwrk-host bench (in-process, loopback; {} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    println!("bare sandbox run of the work (wordcount, {} B): p50 {:.3} ms", text.len(), ms(bare_p50));
+    println!(
+        "bitwrk-host bench (in-process, loopback; {} cores)",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    println!(
+        "bare sandbox run of the work (wordcount, {} B): p50 {:.3} ms",
+        text.len(),
+        ms(bare_p50)
+    );
     println!(
         "trade latency ({} sequential trades): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         lat.len(),
@@ -249,7 +299,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         l.available_sat.0,
         l.blocked_sat.0,
         l.fees_sat.0,
-        if l.available_sat.0 + l.blocked_sat.0 + l.fees_sat.0 == l.created_sat.0 { "conserved" } else { "NOT conserved" }
+        if l.available_sat.0 + l.blocked_sat.0 + l.fees_sat.0 == l.created_sat.0 {
+            "conserved"
+        } else {
+            "NOT conserved"
+        }
     );
     seller.stop().await;
     buyer.stop().await;

@@ -30,13 +30,24 @@ pub fn binaries() -> &'static (PathBuf, PathBuf) {
         let root = bitwrk_host::local_articles::workspace_root();
         let release = profile_dir().ends_with("release");
         let mut build = Command::new(&cargo);
-        build.current_dir(&root).args(["build", "-p", "bitwrk-host", "-p", "bitwrk-exchange", "--bins"]);
+        build.current_dir(&root).args([
+            "build",
+            "-p",
+            "bitwrk-host",
+            "-p",
+            "bitwrk-exchange",
+            "--bins",
+        ]);
         if release {
             build.arg("--release");
         }
         let st = build.status().expect("running cargo build");
         assert!(st.success(), "cargo build of bitwrk-host and bitwrk-exchange failed");
-        let st = Command::new(&cargo).current_dir(&root).arg("build-articles").status().expect("running cargo build-articles");
+        let st = Command::new(&cargo)
+            .current_dir(&root)
+            .arg("build-articles")
+            .status()
+            .expect("running cargo build-articles");
         assert!(st.success(), "cargo build-articles failed");
         let dir = profile_dir();
         (dir.join("bitwrk-exchange"), dir.join("bitwrk-host"))
@@ -86,7 +97,11 @@ impl Proc {
             match self.lines.recv_timeout(left) {
                 Ok(l) if l.contains(needle) => return Ok(l),
                 Ok(_) => {}
-                Err(_) => bail!("{}: no line with {needle:?} within {EVENT_TIMEOUT:?}; log:\n{}", self.name, self.tail()),
+                Err(_) => bail!(
+                    "{}: no line with {needle:?} within {EVENT_TIMEOUT:?}; log:\n{}",
+                    self.name,
+                    self.tail()
+                ),
             }
         }
     }
@@ -111,6 +126,8 @@ impl Drop for Proc {
 
 /// A running exchange.
 pub struct Exchange {
+    /// Held so the process lives as long as this handle (dropping it kills the exchange).
+    #[allow(dead_code)]
     pub proc: Proc,
     pub url: String,
 }
@@ -119,7 +136,10 @@ pub struct Exchange {
 pub fn exchange(dir: &Path, flags: &[&str]) -> anyhow::Result<Exchange> {
     let (exe, _) = binaries();
     let mut cmd = Command::new(exe);
-    cmd.arg("--data-dir").arg(dir).args(["--listen", "127.0.0.1:0", "--rate-limit-per-s", "0"]).args(flags);
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0", "--rate-limit-per-s", "0"])
+        .args(flags);
     let proc = Proc::spawn("exchange", cmd)?;
     let line = proc.wait_line("listening on ")?;
     let url = line.rsplit(' ').next().context("listening line")?.to_string();
@@ -138,11 +158,17 @@ pub struct Host {
 pub fn host(name: &str, dir: &Path, exchange: &str, flags: &[&str]) -> anyhow::Result<Host> {
     let (_, exe) = binaries();
     let mut cmd = Command::new(exe);
-    cmd.arg("--data-dir").arg(dir).args(["run", "--exchange", exchange, "--int-port", "0"]).args(flags);
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .args(["run", "--exchange", exchange, "--int-port", "0"])
+        .args(flags);
     let proc = Proc::spawn(name, cmd)?;
     let line = proc.wait_line("bitwrk-host ready ")?;
     let field = |k: &str| {
-        line.split(' ').find_map(|p| p.strip_prefix(&format!("{k}="))).map(str::to_string).context("ready line field")
+        line.split(' ')
+            .find_map(|p| p.strip_prefix(&format!("{k}=")))
+            .map(str::to_string)
+            .context("ready line field")
     };
     Ok(Host { int_url: format!("http://{}", field("int")?), address: field("address")?, proc })
 }
@@ -159,7 +185,13 @@ pub async fn publish(url: &str, names: &[&str]) -> anyhow::Result<ExchangeClient
 }
 
 /// A seller: sells `sells` (ARTICLE:PRICE) with `slots` worker slots, permitted by mandate.
-pub fn seller(name: &str, dir: &Path, exchange: &str, sells: &[&str], slots: u32) -> anyhow::Result<Host> {
+pub fn seller(
+    name: &str,
+    dir: &Path,
+    exchange: &str,
+    sells: &[&str],
+    slots: u32,
+) -> anyhow::Result<Host> {
     let mut flags: Vec<String> = vec![
         "--ext-port".into(),
         "0".into(),
@@ -195,11 +227,19 @@ pub struct Bought {
 }
 
 /// `POST /buy/{article}` with multipart fields, then follow the redirect to `/file/…`.
-pub async fn buy(int_url: &str, article: &str, fields: Vec<(&str, Vec<u8>)>, price: Option<u64>) -> anyhow::Result<Bought> {
+pub async fn buy(
+    int_url: &str,
+    article: &str,
+    fields: Vec<(&str, Vec<u8>)>,
+    price: Option<u64>,
+) -> anyhow::Result<Bought> {
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
     let mut form = reqwest::multipart::Form::new();
     for (name, data) in fields {
-        form = form.part(name.to_string(), reqwest::multipart::Part::bytes(data).file_name(name.to_string()));
+        form = form.part(
+            name.to_string(),
+            reqwest::multipart::Part::bytes(data).file_name(name.to_string()),
+        );
     }
     if let Some(p) = price {
         form = form.text("price", p.to_string());
@@ -207,10 +247,21 @@ pub async fn buy(int_url: &str, article: &str, fields: Vec<(&str, Vec<u8>)>, pri
     let resp = http.post(format!("{int_url}/buy/{article}")).multipart(form).send().await?;
     let status = resp.status().as_u16();
     let h = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let (tx, attempts, sent, input, location) =
-        (h("x-bitwrk-tx"), h("x-bitwrk-attempts"), h("x-bitwrk-sent-bytes"), h("x-bitwrk-input-bytes"), h("location"));
+    let (tx, attempts, sent, input, location) = (
+        h("x-bitwrk-tx"),
+        h("x-bitwrk-attempts"),
+        h("x-bitwrk-sent-bytes"),
+        h("x-bitwrk-input-bytes"),
+        h("location"),
+    );
     let body = if status == 303 {
-        http.get(format!("{int_url}{location}")).send().await?.error_for_status()?.bytes().await?.to_vec()
+        http.get(format!("{int_url}{location}"))
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?
+            .to_vec()
     } else {
         resp.bytes().await?.to_vec()
     };
@@ -225,7 +276,9 @@ pub async fn buy(int_url: &str, article: &str, fields: Vec<(&str, Vec<u8>)>, pri
 }
 
 /// Money is conserved: available + blocked + fees == created.
-pub async fn assert_conserved(client: &ExchangeClient) -> anyhow::Result<bitwrk_protocol::api::LedgerView> {
+pub async fn assert_conserved(
+    client: &ExchangeClient,
+) -> anyhow::Result<bitwrk_protocol::api::LedgerView> {
     let l = client.ledger().await?;
     anyhow::ensure!(
         l.available_sat.0 + l.blocked_sat.0 + l.fees_sat.0 == l.created_sat.0,

@@ -6,7 +6,9 @@ use std::time::Duration;
 use bitwrk_exchange::client::ExchangeClient;
 use bitwrk_protocol::api::TxView;
 use bitwrk_protocol::message::{Message, Operation, receipt_text};
-use bitwrk_protocol::transfer::{ReceiptAnswer, ReceiptBody, WorkOffer, WorkOfferAnswer, decode_result, frame_chunks};
+use bitwrk_protocol::transfer::{
+    ReceiptAnswer, ReceiptBody, WorkOffer, WorkOfferAnswer, decode_result, frame_chunks,
+};
 use bitwrk_protocol::work::WorkManifest;
 use bitwrk_protocol::{Hash32, Id, Phase, PrivateKey, Sat, Settlement, Side, TxAction};
 
@@ -14,7 +16,8 @@ use crate::harness::{self, assert_conserved, buy};
 
 /// A small version of the demo scene (fast to render in a debug build).
 fn scene(width: u32, height: u32, samples: u32) -> Vec<u8> {
-    let path = bitwrk_host::local_articles::workspace_root().join("articles/raytrace/scenes/demo.json");
+    let path =
+        bitwrk_host::local_articles::workspace_root().join("articles/raytrace/scenes/demo.json");
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     v["width"] = width.into();
     v["height"] = height.into();
@@ -34,7 +37,8 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
 
 /// Deterministic pseudo-text of `n` bytes (words from a small vocabulary).
 fn text(n: usize, seed: u64) -> Vec<u8> {
-    let words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"];
+    let words =
+        ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"];
     let mut x = seed | 1;
     let mut out = Vec::with_capacity(n + 16);
     while out.len() < n {
@@ -61,30 +65,59 @@ async fn every_article_trades_and_a_resent_input_costs_only_new_chunks() -> anyh
         &["wordcount:100", "raytrace:100", "thumbnail:100"],
         2,
     )?;
-    let s2 = harness::seller("seller2", &dir.path().join("s2"), &ex.url, &["raytrace:150", "thumbnail:150"], 2)?;
+    let s2 = harness::seller(
+        "seller2",
+        &dir.path().join("s2"),
+        &ex.url,
+        &["raytrace:150", "thumbnail:150"],
+        2,
+    )?;
     let b = harness::buyer(&dir.path().join("buyer"), &ex.url, 1000)?;
 
     // wordcount, through BitWrk's `data` field.
-    let got = buy(&b.int_url, "wordcount", vec![("data", b"The cat and the hat. THE END".to_vec())], None).await?;
+    let got = buy(
+        &b.int_url,
+        "wordcount",
+        vec![("data", b"The cat and the hat. THE END".to_vec())],
+        None,
+    )
+    .await?;
     assert_eq!(got.status, 303, "{}", String::from_utf8_lossy(&got.body));
     let counts: serde_json::Value = serde_json::from_slice(&got.body)?;
     assert_eq!(counts["counts"]["the"], 3);
     assert_eq!(counts["total_words"], 7);
 
     // raytrace: one tile of a small scene.
-    let got = buy(&b.int_url, "raytrace", vec![("scene", scene(64, 48, 2)), ("tile", tile(16, 8, 32, 24))], Some(200)).await?;
+    let got = buy(
+        &b.int_url,
+        "raytrace",
+        vec![("scene", scene(64, 48, 2)), ("tile", tile(16, 8, 32, 24))],
+        Some(200),
+    )
+    .await?;
     assert_eq!(got.status, 303, "{}", String::from_utf8_lossy(&got.body));
     assert_eq!(png_size(&got.body), (32, 24));
     let tile_png = got.body;
 
     // thumbnail of that tile.
-    let got = buy(&b.int_url, "thumbnail", vec![("image", tile_png), ("params", br#"{"max_width":8,"max_height":8}"#.to_vec())], Some(200))
-        .await?;
+    let got = buy(
+        &b.int_url,
+        "thumbnail",
+        vec![("image", tile_png), ("params", br#"{"max_width":8,"max_height":8}"#.to_vec())],
+        Some(200),
+    )
+    .await?;
     assert_eq!(got.status, 303, "{}", String::from_utf8_lossy(&got.body));
     assert_eq!(png_size(&got.body), (8, 6));
 
     // A bad input is the buyer's error, with the reason code and no retry.
-    let got = buy(&b.int_url, "raytrace", vec![("scene", b"{not json".to_vec()), ("tile", tile(0, 0, 4, 4))], Some(200)).await?;
+    let got = buy(
+        &b.int_url,
+        "raytrace",
+        vec![("scene", b"{not json".to_vec()), ("tile", tile(0, 0, 4, 4))],
+        Some(200),
+    )
+    .await?;
     assert_eq!(got.status, 422, "{}", String::from_utf8_lossy(&got.body));
     let err: serde_json::Value = serde_json::from_slice(&got.body)?;
     assert_eq!(err["error"], "bad_input", "{err}");
@@ -94,14 +127,22 @@ async fn every_article_trades_and_a_resent_input_costs_only_new_chunks() -> anyh
     let got = buy(&b.int_url, "wordcount", vec![("text", first.clone())], None).await?;
     assert_eq!(got.status, 303, "{}", String::from_utf8_lossy(&got.body));
     assert_eq!(got.input_bytes, 3_000_000);
-    assert!(got.sent_bytes >= 2_900_000, "first send carries nearly everything: {}", got.sent_bytes);
+    assert!(
+        got.sent_bytes >= 2_900_000,
+        "first send carries nearly everything: {}",
+        got.sent_bytes
+    );
     let mut edited = first.clone();
     for b in &mut edited[1_500_000..1_530_000] {
         *b = b'x';
     }
     let got = buy(&b.int_url, "wordcount", vec![("text", edited)], None).await?;
     assert_eq!(got.status, 303, "{}", String::from_utf8_lossy(&got.body));
-    assert!(got.sent_bytes > 0 && got.sent_bytes <= 600_000, "re-send sent {} bytes", got.sent_bytes);
+    assert!(
+        got.sent_bytes > 0 && got.sent_bytes <= 600_000,
+        "re-send sent {} bytes",
+        got.sent_bytes
+    );
 
     let l = assert_conserved(&client).await?;
     assert!(l.fees_sat.0 > 0);
@@ -119,10 +160,12 @@ async fn a_seller_killed_mid_trade_costs_a_retry_and_its_tx_refunds() -> anyhow:
     )?;
     let client = harness::publish(&ex.url, &["raytrace"]).await?;
     // The cheaper seller is matched first; one slot, so it has no second bid to match.
-    let mut doomed = harness::seller("doomed", &dir.path().join("doomed"), &ex.url, &["raytrace:100"], 1)?;
+    let mut doomed =
+        harness::seller("doomed", &dir.path().join("doomed"), &ex.url, &["raytrace:100"], 1)?;
     // Its ask must be in the book before the buyer bids.
     doomed.proc.wait_line("sell bid placed")?;
-    let survivor = harness::seller("survivor", &dir.path().join("survivor"), &ex.url, &["raytrace:200"], 1)?;
+    let survivor =
+        harness::seller("survivor", &dir.path().join("survivor"), &ex.url, &["raytrace:200"], 1)?;
     let b = harness::buyer(&dir.path().join("buyer"), &ex.url, 1000)?;
     let capital = client.info().starting_capital_sat;
 
@@ -133,11 +176,8 @@ async fn a_seller_killed_mid_trade_costs_a_retry_and_its_tx_refunds() -> anyhow:
     };
     // Kill the cheap seller as soon as it has established the transaction.
     let line = doomed.proc.wait_line("sell trade established")?;
-    let dead_tx: Id = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("tx="))
-        .expect("tx field")
-        .parse()?;
+    let dead_tx: Id =
+        line.split_whitespace().find_map(|w| w.strip_prefix("tx=")).expect("tx field").parse()?;
     doomed.proc.kill();
 
     let got = buying.await??;
@@ -204,13 +244,20 @@ async fn forged_and_replayed_messages_are_refused() -> anyhow::Result<()> {
     let env = first.sign(&me);
     let (status, _) = post_raw(&ex.url, "/v1/bids", &env).await;
     assert_eq!(status, 200, "a proper bid");
-    let again = Message { op: Operation::Bid { article, side: Side::Buy, price: Sat(501) }, ..first };
+    let again =
+        Message { op: Operation::Bid { article, side: Side::Buy, price: Sat(501) }, ..first };
     let (status, _) = post_raw(&ex.url, "/v1/bids", &again.sign(&me)).await;
     assert_eq!(status, 409, "same nonce, another message");
 
     // The bid matched the seller: play the buyer by hand and try the seller's checks.
     let bid: bitwrk_protocol::api::BidView = serde_json::from_value(
-        reqwest::Client::new().post(format!("{}/v1/bids", ex.url)).json(&env).send().await?.json().await?,
+        reqwest::Client::new()
+            .post(format!("{}/v1/bids", ex.url))
+            .json(&env)
+            .send()
+            .await?
+            .json()
+            .await?,
     )?;
     let mut b = bid;
     while b.tx.is_none() {
@@ -221,7 +268,10 @@ async fn forged_and_replayed_messages_are_refused() -> anyhow::Result<()> {
     let (manifest, _) = WorkManifest::build([("text", input.as_slice())]);
     let work_hash = manifest.work_hash();
     let secret = [7u8; 32];
-    let establish = TxAction::EstablishBuyer { work_hash, secret_hash: bitwrk_protocol::tx::secret_hash(&work_hash, &secret) };
+    let establish = TxAction::EstablishBuyer {
+        work_hash,
+        secret_hash: bitwrk_protocol::tx::secret_hash(&work_hash, &secret),
+    };
     // Mallory cannot act for the buyer.
     let err = client.tx_action(&mallory, &tx, establish.clone()).await.unwrap_err();
     assert!(err.code().is_some(), "mallory's establish: {err}");
@@ -236,13 +286,19 @@ async fn forged_and_replayed_messages_are_refused() -> anyhow::Result<()> {
     let wrong = WorkOffer { manifest: manifest.clone(), secret: Hash32([8u8; 32]) };
     assert_eq!(http.post(&base).json(&wrong).send().await?.status().as_u16(), 403);
     let offer = WorkOffer { manifest: manifest.clone(), secret: Hash32(secret) };
-    let ans: WorkOfferAnswer = http.post(&base).json(&offer).send().await?.error_for_status()?.json().await?;
+    let ans: WorkOfferAnswer =
+        http.post(&base).json(&offer).send().await?.error_for_status()?.json().await?;
     let missing = ans.missing(manifest.distinct_chunks().len())?;
     assert_eq!(missing, vec![true]);
     // A chunk with other bytes than asked for is refused; the right one is taken.
-    let r = http.post(format!("{base}/chunks")).body(frame_chunks([&b"one two three"[..]])).send().await?;
+    let r = http
+        .post(format!("{base}/chunks"))
+        .body(frame_chunks([&b"one two three"[..]]))
+        .send()
+        .await?;
     assert_eq!(r.status().as_u16(), 400);
-    let r = http.post(format!("{base}/chunks")).body(frame_chunks([input.as_slice()])).send().await?;
+    let r =
+        http.post(format!("{base}/chunks")).body(frame_chunks([input.as_slice()])).send().await?;
     assert_eq!(r.status().as_u16(), 200);
     let mut r = http.get(format!("{base}/result?wait_ms=20000")).send().await?;
     while r.status().as_u16() == 202 {
@@ -254,13 +310,34 @@ async fn forged_and_replayed_messages_are_refused() -> anyhow::Result<()> {
     // A receipt by anyone but the buyer, or over other bytes, is refused.
     let text = receipt_text(&xid, &tx, &enc_hash);
     let by_mallory = ReceiptBody { receipt: mallory.sign_message(&text) };
-    assert_eq!(http.post(format!("{base}/receipt")).json(&by_mallory).send().await?.status().as_u16(), 403);
-    let other_bytes = ReceiptBody { receipt: me.sign_message(&receipt_text(&xid, &tx, &Hash32::of(b"x"))) };
-    assert_eq!(http.post(format!("{base}/receipt")).json(&other_bytes).send().await?.status().as_u16(), 403);
+    assert_eq!(
+        http.post(format!("{base}/receipt")).json(&by_mallory).send().await?.status().as_u16(),
+        403
+    );
+    let other_bytes =
+        ReceiptBody { receipt: me.sign_message(&receipt_text(&xid, &tx, &Hash32::of(b"x"))) };
+    assert_eq!(
+        http.post(format!("{base}/receipt")).json(&other_bytes).send().await?.status().as_u16(),
+        403
+    );
     let good = ReceiptBody { receipt: me.sign_message(&text) };
-    let a1: ReceiptAnswer = http.post(format!("{base}/receipt")).json(&good).send().await?.error_for_status()?.json().await?;
+    let a1: ReceiptAnswer = http
+        .post(format!("{base}/receipt"))
+        .json(&good)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
     // Replaying the receipt posts nothing new.
-    let a2: ReceiptAnswer = http.post(format!("{base}/receipt")).json(&good).send().await?.error_for_status()?.json().await?;
+    let a2: ReceiptAnswer = http
+        .post(format!("{base}/receipt"))
+        .json(&good)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
     assert_eq!(a1.tx_version, a2.tx_version);
 
     let mut v = client.tx(&tx).await?;
