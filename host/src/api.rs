@@ -190,10 +190,10 @@ async fn local_only(req: Request, next: Next) -> Response {
 }
 
 fn cross_site(headers: &HeaderMap) -> Option<&'static str> {
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        if !origin.to_str().is_ok_and(is_local_origin) {
-            return Some("state-changing requests are accepted from local pages only (Origin)");
-        }
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !origin.to_str().is_ok_and(is_local_origin)
+    {
+        return Some("state-changing requests are accepted from local pages only (Origin)");
     }
     if headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes() == b"cross-site") {
         return Some("state-changing requests are accepted from local pages only (Sec-Fetch-Site)");

@@ -72,6 +72,7 @@ async function loadAccount() {
     $("address").textContent = info.address;
     const acc = await api("GET", "/api/account");
     $("available").textContent = sat(acc.available_sat);
+    $("available").dataset.sat = acc.available_sat;
     $("blocked").textContent = sat(acc.blocked_sat);
   } catch (e) {
     $("available").textContent = "?";
@@ -263,7 +264,10 @@ async function loadMarket() {
   renderArticleChoices();
   await Promise.all([...state.articles.keys()].map(async (id) => {
     try { state.books.set(id, await api("GET", `/api/articles/${id}/book`)); }
-    catch (e) { state.books.set(id, { error: e.message }); }
+    catch (e) {
+      const missing = /not_found|no article/.test(e.message);
+      state.books.set(id, { error: missing ? "not published on this exchange" : e.message });
+    }
   }));
   renderMarket();
 }
@@ -289,11 +293,11 @@ async function loadAll() {
   loadMarket();
 }
 
-// Account and books change with trades; refresh them at most every 2 s after one.
+// Account and books change with trades; refresh them at most once a second after one.
 let refreshTimer = null;
 function refreshSoon() {
   if (refreshTimer) return;
-  refreshTimer = setTimeout(() => { refreshTimer = null; loadAccount(); loadMarket(); }, 2000);
+  refreshTimer = setTimeout(() => { refreshTimer = null; loadAccount(); loadMarket(); }, 1000);
 }
 
 function connect() {

@@ -587,6 +587,8 @@ async fn permit_in_chromium_lets_a_real_buy_finish() -> anyhow::Result<()> {
     page.wait_for("#trades tr[data-finished=true]").await?;
     let row = page.text("#trades tr[data-finished=true]").await?;
     assert!(row.contains("wordcount"), "{row}");
+    // The balance follows without a reload: the buyer paid price + fee.
+    page.wait_for("#available[data-sat]:not([data-sat='100000000'])").await?;
     page.screenshot(&screenshot_path("ui-trade.png")).await?;
     Ok(())
 }
