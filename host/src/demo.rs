@@ -104,6 +104,8 @@ async fn run_async(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> 
         worker_slots: args.worker_slots,
         mandates: vec![mandate.parse().expect("valid mandate")],
         store_max_bytes: crate::limits::STORE_BYTES_DEFAULT,
+        blender: None,
+        blender_price: 100,
     };
     let seller = start(
         &host_args(true, &format!("sell:{article}:{}", args.price)),

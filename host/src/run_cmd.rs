@@ -59,6 +59,13 @@ pub struct RunArgs {
     /// Bound of the content store on disk, in bytes.
     #[arg(long, env = "BITWRK_STORE_MAX_BYTES", default_value_t = crate::limits::STORE_BYTES_DEFAULT)]
     pub store_max_bytes: u64,
+    /// Sell the Blender article (blender-cycles) with this Blender executable; a bare
+    /// name such as `blender` is looked up on PATH. Needs --ext-port.
+    #[arg(long, env = "BITWRK_BLENDER")]
+    pub blender: Option<PathBuf>,
+    /// Price of one Blender tile, in sat.
+    #[arg(long, env = "BITWRK_BLENDER_PRICE", default_value_t = 100)]
+    pub blender_price: u64,
 }
 
 /// A host that is up: where it listens and how to stop it.
@@ -170,13 +177,28 @@ pub async fn start(
         sandbox_config.max_concurrent_instances = u32::try_from(worker_slots).unwrap_or(u32::MAX);
         let sandbox =
             bitwrk_runtime::Sandbox::new(sandbox_config).context("starting the sandbox")?;
-        let config = SellerConfig {
+        let mut config = SellerConfig {
             sells: args.sell.clone(),
             worker_slots,
             unmatched_bids: args.num_unmatched_bids,
             worker_url: worker_url.clone(),
         };
-        let s = Seller::new(node.clone(), Engines { sandbox: Arc::new(sandbox) }, config);
+        let blender = match start_blender(args, data_dir).await? {
+            Some(bridge) => {
+                let manifest = bridge.manifest();
+                node.exchange
+                    .publish(&node.key, &manifest, &[])
+                    .await
+                    .context("publishing the Blender article")?;
+                config.sells.push(SellSpec {
+                    article: manifest.id().to_hex(),
+                    min_price: bitwrk_protocol::Sat(args.blender_price),
+                });
+                Some(bridge)
+            }
+            None => None,
+        };
+        let s = Seller::new(node.clone(), Engines { sandbox: Arc::new(sandbox), blender }, config);
         let router = s.router();
         let sd = shutdown.clone();
         tasks.push(tokio::spawn(async move {
@@ -225,6 +247,29 @@ pub async fn start(
         seller,
         exchange: embedded,
     })
+}
+
+/// The Blender bridge for `--blender PATH`, or for `blender` on PATH; None without Blender.
+async fn start_blender(
+    args: &RunArgs,
+    data_dir: &Path,
+) -> anyhow::Result<Option<Arc<bitwrk_blender_bridge::Bridge>>> {
+    let Some(given) = &args.blender else { return Ok(None) };
+    // A bare name (`--blender blender`) is looked up on PATH.
+    let path = if given.components().count() == 1 {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|d| d.join(given))
+            .find(|p| p.is_file())
+            .with_context(|| format!("{} not found on PATH", given.display()))?
+    } else {
+        given.clone()
+    };
+    let cfg = bitwrk_blender_bridge::BridgeConfig::new(&path, data_dir.join("blender-work"));
+    let bridge = tokio::task::spawn_blocking(move || bitwrk_blender_bridge::Bridge::new(cfg))
+        .await?
+        .with_context(|| format!("starting the Blender bridge for {}", path.display()))?;
+    tracing::info!(blender = %path.display(), version = bridge.version(), article = %bridge.manifest().id(), layers = ?bridge.active_layers(), "selling Blender");
+    Ok(Some(Arc::new(bridge)))
 }
 
 fn num_cores() -> usize {

@@ -79,6 +79,8 @@ pub struct SellerConfig {
 /// What a seller does with a run: the wasm sandbox (and, once configured, Blender).
 pub struct Engines {
     pub sandbox: Arc<bitwrk_runtime::Sandbox>,
+    /// The Blender bridge (`run --blender`): sells the blender-cycles article of its version.
+    pub blender: Option<Arc<bitwrk_blender_bridge::Bridge>>,
 }
 
 /// A slot taken from the worker pool; returned on drop.
@@ -180,7 +182,11 @@ impl Seller {
     pub async fn start(self: &Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
         for spec in &self.config.sells {
             let entry = self.node.resolve_article(&spec.article).await?;
-            if let Runtime::NativeBlender { .. } = entry.manifest.runtime {
+            let offered =
+                self.engines.blender.as_ref().is_some_and(|b| b.manifest().id() == entry.id);
+            if let Runtime::NativeBlender { .. } = entry.manifest.runtime
+                && !offered
+            {
                 anyhow::bail!(
                     "article {} needs Blender, which this host does not offer; leave it out of --sell",
                     entry.manifest.name
@@ -523,6 +529,25 @@ impl Seller {
             .await
             .map_err(|e| internal(e.to_string()))?
             .map_err(|e| (ReasonCode::BadInput, e))?;
+        if let Runtime::NativeBlender { .. } = article.manifest.runtime {
+            // Blender articles run in the confined Blender of blender-bridge.
+            let bridge = match &self.engines.blender {
+                Some(b) if b.manifest().id() == article.id => b.clone(),
+                _ => {
+                    return Err((
+                        ReasonCode::Unsupported,
+                        "this host offers no Blender of that version".into(),
+                    ));
+                }
+            };
+            let outputs = tokio::task::spawn_blocking(move || bridge.render(inputs))
+                .await
+                .map_err(|e| internal(e.to_string()))?
+                .map_err(|e| (e.reason, e.message))?;
+            check_outputs(&article.manifest, &outputs)
+                .map_err(|m| (ReasonCode::OutputTooLarge, m))?;
+            return Ok(outputs);
+        }
         let loaded = self.loaded(article).await.map_err(|e| internal(format!("{e:#}")))?;
         let sandbox = self.engines.sandbox.clone();
         let run = tokio::task::spawn_blocking(move || sandbox.run(&loaded, inputs))

@@ -102,6 +102,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         worker_slots: Some(args.slots),
         mandates: vec![mandate.parse().expect("valid")],
         store_max_bytes: 1 << 30,
+        blender: None,
+        blender_price: 100,
     };
     let seller = start(
         &host_args(vec![format!("{}:100", manifest.id()), format!("{}:100", big.id())], "sell:*:0"),
