@@ -30,7 +30,10 @@ impl Guest for Echo {
         // RandomState is seeded from the host's random source.
         let random = std::collections::hash_map::RandomState::new().hash_one(spin);
         let probe = format!("wall={wall} elapsed={elapsed} random={random}");
-        Ok(vec![Blob { name: "echo".into(), data: text.data }, Blob { name: "probe".into(), data: probe.into_bytes() }])
+        Ok(vec![
+            Blob { name: "echo".into(), data: text.data },
+            Blob { name: "probe".into(), data: probe.into_bytes() },
+        ])
     }
 }
 

@@ -17,7 +17,9 @@ impl Guest for Output {
         let out = |data: Vec<u8>| Blob { name: "out".into(), data };
         match mode.as_str() {
             "huge" => Ok(vec![out(vec![7u8; 64 << 20])]),
-            "undeclared" => Ok(vec![out(b"fine".to_vec()), Blob { name: "secret".into(), data: b"x".to_vec() }]),
+            "undeclared" => {
+                Ok(vec![out(b"fine".to_vec()), Blob { name: "secret".into(), data: b"x".to_vec() }])
+            }
             "twice" => Ok(vec![out(b"1".to_vec()), out(b"2".to_vec())]),
             "none" => Ok(vec![]),
             "error" => Err(RunError::InvalidInput("mode error asked for".into())),
