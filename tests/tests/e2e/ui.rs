@@ -592,3 +592,35 @@ async fn permit_in_chromium_lets_a_real_buy_finish() -> anyhow::Result<()> {
     page.screenshot(&screenshot_path("ui-trade.png")).await?;
     Ok(())
 }
+
+/// No decision within the wait counts as forbidden; a requester that gives up withdraws.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecided_requests_time_out_and_cancelled_ones_withdraw() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (ex_url, _stop) = start_exchange(dir.path()).await?;
+    let state = HostState::new(
+        dir.path(),
+        PrivateKey::generate().address(),
+        ExchangeClient::connect(&ex_url).await?,
+    )?;
+    let mut events = state.subscribe();
+    state.set_permission_wait(Duration::from_millis(300));
+    assert_eq!(state.request_permission(request(Side::Buy, 10)).await, Err(Forbidden::TimedOut(0)));
+    assert_eq!(state.activities()[0].state, ActivityState::TimedOut);
+
+    state.set_permission_wait(Duration::from_secs(600));
+    let s = state.clone();
+    let waiting = tokio::spawn(async move { s.request_permission(request(Side::Buy, 20)).await });
+    let id = loop {
+        let id = next_pending(&mut events).await?;
+        if id == 2 {
+            break id;
+        }
+    };
+    waiting.abort();
+    assert!(waiting.await.unwrap_err().is_cancelled());
+    let act = state.activities().into_iter().find(|a| a.id == id).context("activity 2")?;
+    assert_eq!(act.state, ActivityState::Withdrawn);
+    assert!(state.permit(id, None).is_err(), "a withdrawn activity cannot be permitted");
+    Ok(())
+}
