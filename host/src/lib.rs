@@ -14,8 +14,8 @@ pub mod mandates;
 pub mod node;
 pub mod proxy;
 pub mod run_cmd;
-pub mod state;
 pub mod seller;
+pub mod state;
 pub mod store;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
