@@ -409,7 +409,7 @@ fn layer_seccomp_denies_namespaces_and_inet_sockets() {
 // ---- the add-on (buyer side) in `blender -b`, buying tiles over the proxy contract ----
 
 mod proxy {
-    //! The host proxy's HTTP contract (docs/PROTOCOL-transfer.md: `POST /buy/{article}`
+    //! The host proxy's HTTP contract (docs/PROTOCOL.md: `POST /buy/{article}`
     //! multipart → 303 to `/file/{sha256}`, errors as JSON) served straight from a
     //! `Bridge`, so the add-on is tested without the market; the full path through
     //! `bitwrk-host run` is tested in the workspace's tests crate.

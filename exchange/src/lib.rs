@@ -2,7 +2,7 @@
 //! the ledger with escrow, the transaction phase machine and the article registry
 //! ([`core`], no IO), behind an HTTP API ([`server`], axum) that stores every accepted
 //! request in SQLite before it answers ([`store`]). [`client`] is the typed client the
-//! hosts use. The wire description is docs/PROTOCOL-exchange.md.
+//! hosts use. The wire description is docs/PROTOCOL.md.
 
 pub mod client;
 pub mod core;

@@ -71,7 +71,7 @@ pub fn document() -> Value {
             "title": "bitwrk exchange",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Order books, ledger, transactions and article registry of bitwrk (protocol v1). \
-                State-changing requests carry a signed envelope (docs/PROTOCOL-exchange.md). \
+                State-changing requests carry a signed envelope (docs/PROTOCOL.md). \
                 Every error is JSON {\"error\": code, \"message\": text} with a 4xx status."
         },
         "paths": {

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A client of the exchange written only from docs/PROTOCOL-exchange.md and
+"""A client of the exchange written only from docs/PROTOCOL.md and
 shared/PROTOCOL.md, with the Python standard library alone (secp256k1 in plain Python).
 
 It publishes a native article, trades it between two fresh accounts through every phase

@@ -1,5 +1,5 @@
 //! The admin web UI's HTTP surface: the static page and the `/api/...` JSON routes and
-//! SSE stream it uses (docs/PROTOCOL-hostapi.md). Thin: the logic lives in `state`.
+//! SSE stream it uses (docs/PROTOCOL.md). Thin: the logic lives in `state`.
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Selling: keep sell bids open while worker slots are free, establish matched
 //! transactions, serve the transfer endpoints on the external port (PROTOCOL §5,
-//! docs/PROTOCOL-transfer.md), run the work in the sandbox and hand back the encrypted
+//! docs/PROTOCOL.md), run the work in the sandbox and hand back the encrypted
 //! result, or `reject_work` with the reason code.
 
 use std::collections::{HashMap, HashSet};

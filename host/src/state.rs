@@ -601,7 +601,7 @@ impl HostState {
         out
     }
 
-    /// The web UI and its JSON API (see docs/PROTOCOL-hostapi.md).
+    /// The web UI and its JSON API (see docs/PROTOCOL.md).
     pub fn router(self: Arc<Self>) -> axum::Router {
         crate::api::router(self)
     }

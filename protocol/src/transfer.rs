@@ -1,6 +1,6 @@
 //! The buyer ↔ seller transfer (PROTOCOL §5) as wire types: the work offer and its
 //! bitmap answer, chunk upload framing, the result container and the receipt body.
-//! Pure functions, no IO; the HTTP side lives in `bitwrk-host` (docs/PROTOCOL-transfer.md).
+//! Pure functions, no IO; the HTTP side lives in `bitwrk-host` (docs/PROTOCOL.md).
 
 use crate::hash::Hash32;
 use crate::work::{WorkManifest, bitmap_decode, bitmap_encode};

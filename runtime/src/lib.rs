@@ -3,7 +3,7 @@
 //!
 //! Feature `sandbox` (default) brings in wasmtime; without it only [`imports`] (and the
 //! wasmtime-free [`contract`] checks and [`error`] types) build, which is all the exchange
-//! needs. See docs/PROTOCOL-runtime.md for the guest ABI as implemented.
+//! needs. See docs/PROTOCOL.md for the guest ABI as implemented.
 //!
 //! **Architecture invariant:** nothing a guest does ends or blocks the host: every limit
 //! hit, trap or contract breach is a [`RunError`] with a PROTOCOL §4 reason code.

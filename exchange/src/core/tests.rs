@@ -846,7 +846,7 @@ proptest! {
 }
 
 /// The wire form of the core's views, pinned (snapshot): a change here is a change of
-/// the API that docs/PROTOCOL-exchange.md and every client must follow.
+/// the API that docs/PROTOCOL.md and every client must follow.
 #[test]
 fn view_json_snapshots() {
     let mut t = T::new();
