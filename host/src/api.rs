@@ -346,8 +346,10 @@ async fn book(
     Ok(Json(with_timeout(api.state.exchange.book(&id)).await?))
 }
 
-/// `GET /api/events`: server-sent events, one per change (event name = kind, data = the
-/// JSON of `UiEvent`), and `resync` when this client fell behind and should reload.
+/// `GET /api/events`: server-sent events. First `snapshot` (everything the UI shows,
+/// taken atomically with the subscription), then one event per change (event name = kind,
+/// data = the JSON of `UiEvent`); a client that fell behind gets a fresh `snapshot`.
+/// Every change after a snapshot arrives after it, so a view never goes back in time.
 async fn events(
     State(api): State<Api>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -358,8 +360,15 @@ async fn events(
             format!("at most {SSE_CLIENTS_MAX} live views at once"),
         )
     })?;
-    let rx = api.state.subscribe();
-    let hello = futures_util::stream::once(async { Event::default().event("hello").data("{}") });
+    let (first, rx) = api.state.subscribe_with_snapshot();
+    let state = api.state.clone();
+    let snapshot_event = |s: &crate::state::Snapshot| {
+        Event::default().event("snapshot").json_data(s).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ui events: snapshot not serialisable");
+            Event::default().event("snapshot").data("{}")
+        })
+    };
+    let hello = futures_util::stream::once(std::future::ready(snapshot_event(&first)));
     let stream = hello
         .chain(BroadcastStream::new(rx).map(move |r| {
             // The permit lives as long as the stream.
@@ -368,10 +377,10 @@ async fn events(
                 Ok(ev) => Event::default()
                     .event(ev.kind())
                     .json_data(&ev)
-                    .unwrap_or_else(|_| Event::default().event("resync").data("{}")),
+                    .unwrap_or_else(|_| snapshot_event(&state.snapshot())),
                 Err(BroadcastStreamRecvError::Lagged(n)) => {
-                    tracing::debug!(missed = n, "ui events: subscriber lagged; resync");
-                    Event::default().event("resync").data("{}")
+                    tracing::debug!(missed = n, "ui events: subscriber lagged; new snapshot");
+                    snapshot_event(&state.snapshot())
                 }
             }
         }))

@@ -32,7 +32,7 @@ pub const WORKERS_MAX: usize = 1024;
 /// lives 120 s on the exchange once placed, but nothing is placed while we wait, so the
 /// user gets a generous five minutes to notice the UI.
 pub const PERMISSION_WAIT_DEFAULT: Duration = Duration::from_secs(300);
-/// Live events buffered per UI subscriber; a slower subscriber gets `resync` and reloads.
+/// Live events buffered per UI subscriber; a slower subscriber gets a fresh snapshot.
 pub const EVENTS_CAPACITY: usize = 1024;
 /// The mandates file in the data dir.
 pub const MANDATES_FILE: &str = "mandates.json";
@@ -155,6 +155,15 @@ pub enum UiEvent {
     },
 }
 
+/// The whole state the UI shows, sent first on `/api/events` and again after a lag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    pub activities: Vec<Activity>,
+    pub trades: Vec<TradeInfo>,
+    pub workers: Vec<WorkerInfo>,
+    pub mandates: Vec<Mandate>,
+}
+
 impl UiEvent {
     pub fn kind(&self) -> &'static str {
         match self {
@@ -273,6 +282,30 @@ impl HostState {
     /// Live updates for the UI.
     pub fn subscribe(&self) -> broadcast::Receiver<UiEvent> {
         self.events.subscribe()
+    }
+
+    /// Everything the UI shows, taken under the same lock that orders the events: every
+    /// change after this snapshot arrives as an event on `rx` after it, so a view that
+    /// applies the snapshot and then the events never goes back to an older state.
+    pub fn snapshot(&self) -> Snapshot {
+        let inner = self.lock();
+        Self::snapshot_locked(&inner)
+    }
+
+    /// A subscription and the snapshot to start it from, taken atomically.
+    pub fn subscribe_with_snapshot(&self) -> (Snapshot, broadcast::Receiver<UiEvent>) {
+        let inner = self.lock();
+        let rx = self.events.subscribe();
+        (Self::snapshot_locked(&inner), rx)
+    }
+
+    fn snapshot_locked(inner: &Inner) -> Snapshot {
+        Snapshot {
+            activities: Self::activities_locked(inner),
+            trades: Self::trades_locked(inner),
+            workers: inner.workers.values().cloned().collect(),
+            mandates: inner.mandates.live(now_ms()).cloned().collect(),
+        }
     }
 
     /// Ask permission for one bid. Returns at once when a mandate covers it (using up one
@@ -414,7 +447,10 @@ impl HostState {
 
     /// Pending activities (oldest first), then decided ones (newest first).
     pub fn activities(&self) -> Vec<Activity> {
-        let inner = self.lock();
+        Self::activities_locked(&self.lock())
+    }
+
+    fn activities_locked(inner: &Inner) -> Vec<Activity> {
         inner
             .pending
             .values()
@@ -552,13 +588,16 @@ impl HostState {
                 }
             }
         }
-        drop(inner);
+        // Under the lock, so events go out in the order of the changes (see `snapshot`).
         self.emit(UiEvent::Trade { trade: t });
     }
 
     /// Trades, newest first.
     pub fn trades(&self) -> Vec<TradeInfo> {
-        let inner = self.lock();
+        Self::trades_locked(&self.lock())
+    }
+
+    fn trades_locked(inner: &Inner) -> Vec<TradeInfo> {
         inner
             .trades
             .order
@@ -576,7 +615,7 @@ impl HostState {
             return;
         }
         inner.workers.insert(w.slot, w.clone());
-        drop(inner);
+        // Under the lock, so events of one slot go out in the order of the changes.
         self.emit(UiEvent::Worker { worker: w });
     }
 

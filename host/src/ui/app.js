@@ -87,8 +87,11 @@ function renderActivities() {
   const pending = all.filter((a) => a.state === "pending").sort((a, b) => a.id - b.id);
   const done = all.filter((a) => a.state !== "pending").sort((a, b) => b.id - a.id).slice(0, 50);
   $("pending-count").textContent = pending.length ? String(pending.length) : "";
+  // Keyed by activity id: a card that stays pending keeps its DOM node, so a click or a
+  // half-filled mandate form is never lost to an update of another card.
   const box = $("activities");
-  box.replaceChildren(...pending.map(activityCard));
+  const cards = new Map([...box.querySelectorAll(".card[data-activity-id]")].map((c) => [c.dataset.activityId, c]));
+  box.replaceChildren(...pending.map((a) => cards.get(String(a.id)) || activityCard(a)));
   if (!pending.length) box.append(el("p", { class: "empty" }, "Nothing waits for your permission."));
   $("activity-history-body").replaceChildren(...done.map((a) =>
     el("tr", { dataset: { activityId: a.id, state: a.state } },
@@ -202,7 +205,7 @@ function renderMandates() {
       el("td", { class: "num" }, m.used),
       el("td", {}, el("button", { class: "small secondary", dataset: { action: "revoke" }, onclick: async (ev) => {
         ev.target.disabled = true;
-        try { await api("DELETE", `/api/mandates/${m.id}`); showError(""); await loadMandates(); }
+        try { await api("DELETE", `/api/mandates/${m.id}`); showError(""); }
         catch (e) { showError(`Could not revoke mandate ${m.id}: ${e.message}`); ev.target.disabled = false; }
       } }, "Revoke")))));
 }
@@ -224,8 +227,7 @@ $("mandate-form").addEventListener("submit", async (ev) => {
   try {
     await api("POST", "/api/mandates", spec);
     f.reset();
-    showError("");
-    await loadMandates();
+    showError("");  // the list follows from the live `mandates` event
   } catch (e) {
     showError("Could not add mandate: " + e.message);
   }
@@ -274,21 +276,15 @@ async function loadMarket() {
 $("refresh-market").addEventListener("click", () => { loadMarket(); loadAccount(); });
 
 // ---------- loading and live updates ----------
-async function loadMandates() {
-  state.mandates = await api("GET", "/api/mandates");
-  renderMandates();
-}
-async function loadAll() {
-  try {
-    const [acts, trades, workers] = await Promise.all([api("GET", "/api/activities"), api("GET", "/api/trades"), api("GET", "/api/workers")]);
-    state.activities = new Map(acts.map((a) => [a.id, a]));
-    state.trades = new Map(trades.map((t) => [t.key, t]));
-    state.workers = new Map(workers.map((w) => [w.slot, w]));
-    await loadMandates();
-    renderActivities(); renderTrades(); renderWorkers();
-  } catch (e) {
-    showError("Could not load: " + e.message);
-  }
+// The event stream starts with a snapshot of everything (and sends a new one if this
+// page fell behind); every later change comes after it on the same stream, so applying
+// them in order never shows an older state than the host has.
+function applySnapshot(s) {
+  state.activities = new Map((s.activities || []).map((a) => [a.id, a]));
+  state.trades = new Map((s.trades || []).map((t) => [t.key, t]));
+  state.workers = new Map((s.workers || []).map((w) => [w.slot, w]));
+  state.mandates = s.mandates || [];
+  renderActivities(); renderTrades(); renderWorkers(); renderMandates();
   loadAccount();
   loadMarket();
 }
@@ -304,8 +300,7 @@ function connect() {
   const live = $("live");
   const es = new EventSource("/api/events");
   const on = (kind, fn) => es.addEventListener(kind, (ev) => fn(JSON.parse(ev.data)));
-  on("hello", () => { live.textContent = "live"; live.className = "live on"; loadAll(); });
-  on("resync", () => loadAll());
+  on("snapshot", (s) => { applySnapshot(s); live.textContent = "live"; live.className = "live on"; });
   on("activity", (e) => { state.activities.set(e.activity.id, e.activity); renderActivities(); });
   on("trade", (e) => {
     const known = state.trades.has(e.trade.key);

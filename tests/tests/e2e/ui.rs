@@ -573,6 +573,7 @@ async fn permit_in_chromium_lets_a_real_buy_finish() -> anyhow::Result<()> {
     page.wait_for(card).await?;
     assert!(!buy.is_finished(), "the buy must wait for permission");
     page.click(card).await?;
+    page.wait_for("#activity-history-body tr[data-state=permitted]").await?;
     let bought = tokio::time::timeout(Duration::from_secs(300), buy)
         .await
         .context("buy did not finish")???;
@@ -622,5 +623,70 @@ async fn undecided_requests_time_out_and_cancelled_ones_withdraw() -> anyhow::Re
     let act = state.activities().into_iter().find(|a| a.id == id).context("activity 2")?;
     assert_eq!(act.state, ActivityState::Withdrawn);
     assert!(state.permit(id, None).is_err(), "a withdrawn activity cannot be permitted");
+    Ok(())
+}
+
+/// `/api/events` starts with a snapshot that already holds what is pending, and every
+/// change after it follows as an event: a page that applies them in order cannot lose a
+/// pending activity to a reload racing the live stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_start_with_a_snapshot_and_changes_follow_it() -> anyhow::Result<()> {
+    use futures_util::StreamExt as _;
+    let dir = tempfile::tempdir()?;
+    let (ex_url, _stop) = start_exchange(dir.path()).await?;
+    let state = HostState::new(
+        dir.path(),
+        PrivateKey::generate().address(),
+        ExchangeClient::connect(&ex_url).await?,
+    )?;
+    let mut events = state.subscribe();
+    let s = state.clone();
+    let waiting = tokio::spawn(async move { s.request_permission(request(Side::Buy, 7)).await });
+    let id = next_pending(&mut events).await?;
+
+    let ui = serve_ui(state.clone()).await?;
+    let resp = reqwest::get(format!("{ui}/api/events")).await?;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    // The next complete server-sent event as (name, JSON data); keep-alives are skipped.
+    let mut next_event = async || -> anyhow::Result<(String, serde_json::Value)> {
+        loop {
+            if let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                let (mut name, mut data) = (String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if !name.is_empty() {
+                    return Ok((name, serde_json::from_str(&data)?));
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(BROWSER_WAIT, body.next())
+                .await
+                .context("no event in time")?
+                .context("event stream ended")??;
+            buf.push_str(std::str::from_utf8(&chunk)?);
+        }
+    };
+    let (name, snap) = next_event().await?;
+    assert_eq!(name, "snapshot");
+    let pending = &snap["activities"][0];
+    assert_eq!((pending["id"].as_u64(), pending["state"].as_str()), (Some(id), Some("pending")));
+    for list in ["trades", "workers", "mandates"] {
+        assert!(snap[list].is_array(), "snapshot lacks {list}: {snap}");
+    }
+
+    state.permit(id, None)?;
+    let (name, ev) = next_event().await?;
+    assert_eq!(name, "activity");
+    assert_eq!(ev["activity"]["id"].as_u64(), Some(id));
+    assert_eq!(ev["activity"]["state"], "permitted");
+    assert_eq!(waiting.await?, Ok(()));
     Ok(())
 }
