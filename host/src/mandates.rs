@@ -286,6 +286,16 @@ impl MandateBook {
         Some(id)
     }
 
+    /// Whether the use of mandate `id` just made (by [`MandateBook::try_use`]) changed
+    /// what a restart must know: a persisted mandate's remaining trades, or its removal
+    /// when used up. The use count alone does not.
+    pub fn use_must_persist(&self, id: u64) -> bool {
+        match self.mandates.iter().find(|m| m.id == id) {
+            None => true,
+            Some(m) => m.origin == Origin::User && m.trades_left.is_some(),
+        }
+    }
+
     /// Mandates in force at `now_ms`, oldest first.
     pub fn live(&self, now_ms: u64) -> impl Iterator<Item = &Mandate> {
         self.mandates.iter().filter(move |m| m.is_live(now_ms))
@@ -420,11 +430,18 @@ mod tests {
         let m = book.add(&spec("buy:*:100:trades=2"), Origin::User, 0).unwrap();
         let c = cov(A, Side::Buy, 10);
         assert_eq!(book.try_use(&c, 1), Some(m.id));
+        assert!(book.use_must_persist(m.id), "a counted mandate's remaining trades persist");
         assert_eq!(book.mandates[0].trades_left, Some(1));
         assert_eq!(book.mandates[0].used, 1);
         assert_eq!(book.try_use(&c, 2), Some(m.id));
         assert!(book.mandates.is_empty(), "used-up mandate is removed");
-        assert_eq!(book.try_use(&c, 3), None);
+        assert!(book.use_must_persist(m.id), "so is its removal");
+        let open = book.add(&spec("buy:*:100"), Origin::User, 0).unwrap();
+        assert_eq!(book.try_use(&c, 3), Some(open.id));
+        assert!(!book.use_must_persist(open.id), "an unlimited mandate's count waits");
+        let flag = book.add(&spec("buy:*:200:trades=5"), Origin::Flag, 0).unwrap();
+        assert_eq!(book.try_use(&c, 4), Some(flag.id));
+        assert!(!book.use_must_persist(flag.id), "--mandate mandates are never saved");
     }
 
     #[test]

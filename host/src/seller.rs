@@ -70,7 +70,8 @@ pub struct SellerConfig {
     pub sells: Vec<SellSpec>,
     /// Trades worked on at once (each runs one sandbox).
     pub worker_slots: usize,
-    /// Unmatched sell bids kept open per article (never more than free slots).
+    /// Unmatched sell bids kept open per article while a worker slot is free (at most
+    /// `worker_slots` per article; a slot is taken when a bid matches).
     pub unmatched_bids: usize,
     /// What buyers are told in `establish`: `http://ADDR:PORT/v1/work`; a buyer appends `/{tx}`.
     pub worker_url: String,
@@ -193,7 +194,8 @@ impl Seller {
                 );
             }
             tracing::info!(article = %entry.id, name = %entry.manifest.name, price = spec.min_price.0, "selling");
-            for _ in 0..self.config.unmatched_bids.max(1) {
+            let bidders = self.config.unmatched_bids.clamp(1, self.config.worker_slots.max(1));
+            for _ in 0..bidders {
                 let me = self.clone();
                 let entry = entry.clone();
                 let price = spec.min_price;
@@ -232,7 +234,20 @@ impl Seller {
         });
     }
 
-    /// Keep one sell bid open for `article` whenever a slot is free.
+    /// Wait until a worker slot is free, without taking it.
+    async fn slot_free(&self) {
+        let permit = self.slots.acquire().await.expect("the slot semaphore is never closed");
+        drop(permit);
+    }
+
+    /// Keep one sell bid open for `article` while a worker slot is free.
+    ///
+    /// The slot is taken when the bid matches, not while it rests: a seller of several
+    /// articles keeps every one of them on offer. (Reserving a slot per resting bid let
+    /// the bids of an article nobody buys hold every slot, so a buyer of another article
+    /// waited for them to expire: the 30 s stalls once measured in the host bench.)
+    /// Matches beyond the free slots wait for one before establishing; at most
+    /// `--num-unmatched-bids` per article can, and the phase deadlines bound the wait.
     async fn bidder(
         self: Arc<Self>,
         article: Arc<ArticleEntry>,
@@ -240,11 +255,10 @@ impl Seller {
         shutdown: CancellationToken,
     ) {
         loop {
-            let slot = tokio::select! {
-                s = self.take_slot() => s,
+            tokio::select! {
+                _ = self.slot_free() => {},
                 _ = shutdown.cancelled() => return,
             };
-            self.worker(slot.id, &article, None);
             let req = ActivityRequest {
                 article: article.id,
                 article_name: article.manifest.name.clone(),
@@ -257,7 +271,6 @@ impl Seller {
             };
             if let Err(e) = permitted {
                 tracing::info!(article = %article.manifest.name, error = %e, "sell bid not permitted");
-                drop(slot);
                 tokio::select! {
                     _ = tokio::time::sleep(FORBIDDEN_BACKOFF) => continue,
                     _ = shutdown.cancelled() => return,
@@ -272,7 +285,6 @@ impl Seller {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(article = %article.manifest.name, error = %e, "placing a sell bid failed");
-                    drop(slot);
                     tokio::select! {
                         _ = tokio::time::sleep(limits::SELL_RETRY_BACKOFF) => continue,
                         _ = shutdown.cancelled() => return,
@@ -285,6 +297,11 @@ impl Seller {
                     return;
                 }
                 continue;
+            };
+            let slot = tokio::select! {
+                s = self.take_slot() => s,
+                // The matched tx refunds the buyer at its establishing deadline.
+                _ = shutdown.cancelled() => return,
             };
             let me = self.clone();
             let article = article.clone();

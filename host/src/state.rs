@@ -336,7 +336,12 @@ impl HostState {
                 act.decided_ms = Some(now);
                 act.mandate = Some(mandate);
                 tracing::info!(activity = id, mandate, side = %act.side, price = act.price_sat.0, "permitted by mandate");
-                self.save_mandates_logged(&inner);
+                // What a restart must not forget (a counted mandate's remaining trades) is
+                // on disk before the trade goes ahead; the plain use count of an unlimited
+                // mandate is saved with the next change (no fsync per trade for it).
+                if inner.mandates.use_must_persist(mandate) {
+                    self.save_mandates_logged(&inner);
+                }
                 self.finish_activity(&mut inner, act);
                 self.emit_mandates(&inner);
                 return Ok(());
