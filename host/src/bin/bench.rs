@@ -153,12 +153,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // Sequential latency.
     let mut lat = Vec::with_capacity(args.trades);
+    let mut steps: Vec<(String, Vec<Duration>)> = Vec::new();
     for i in 0..args.trades {
         // Vary the text so every trade carries new work (and a new chunk).
         let mut t = text.clone();
         t.extend_from_slice(format!(" trade{i}").as_bytes());
         let t0 = Instant::now();
-        buy(
+        let out = buy(
             &node,
             BuyRequest {
                 article: article.clone(),
@@ -169,8 +170,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
         )
         .await?;
         lat.push(t0.elapsed());
+        let mut prev = Duration::ZERO;
+        for (name, at) in out.steps {
+            let slot = match steps.iter_mut().find(|(n, _)| *n == name) {
+                Some(s) => s,
+                None => {
+                    steps.push((name, Vec::new()));
+                    steps.last_mut().expect("just pushed")
+                }
+            };
+            slot.1.push(at.saturating_sub(prev));
+            prev = at;
+        }
     }
     lat.sort();
+    // Where a sequential trade's time goes: the median time from the previous step to
+    // each step of the buyer (the step names are the buyer's, see buyer.rs).
+    let breakdown: Vec<String> = steps
+        .iter_mut()
+        .map(|(name, d)| {
+            d.sort();
+            format!("{name} {:.2}", ms(pct(d, 0.5)))
+        })
+        .collect();
     let over: Vec<Duration> = lat.iter().map(|d| d.saturating_sub(bare_p50)).collect();
 
     // Throughput with parallel buyers.
@@ -274,6 +296,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ms(pct(&lat, 0.99)),
         ms(*lat.last().context("no trades")?)
     );
+    println!("  median ms to each buyer step: {}", breakdown.join(", "));
     println!(
         "trade overhead (latency - bare run): p50 {:.2} ms (target <= 5), p99 {:.2} ms (target <= 25)",
         ms(pct(&over, 0.5)),
