@@ -126,12 +126,8 @@ struct Prepared {
     input_bytes: u64,
 }
 
-/// Check the inputs against the article, cut them into chunks and keep the chunks.
-fn prepare(
-    node: &Node,
-    article: &ArticleEntry,
-    inputs: Vec<(String, Vec<u8>)>,
-) -> Result<Prepared, BuyError> {
+/// Check the inputs against the article and cut them into chunks.
+fn prepare(article: &ArticleEntry, inputs: Vec<(String, Vec<u8>)>) -> Result<Prepared, BuyError> {
     let m = &article.manifest;
     for (name, data) in &inputs {
         let decl = m.input(name).ok_or_else(|| {
@@ -170,11 +166,8 @@ fn prepare(
             }
         }
     }
-    for (h, i, r) in &distinct {
-        node.store
-            .put_hashed(h, &inputs[*i].1[r.offset..r.offset + r.len])
-            .map_err(|e| BuyError::Internal(e.to_string()))?;
-    }
+    // The inputs stay in memory for the trade (and its re-bids); the buyer's content store
+    // holds outputs only, so a buy writes nothing to disk before the result.
     let input_bytes = inputs.iter().map(|(_, d)| d.len() as u64).sum();
     Ok(Prepared { work_hash: manifest.work_hash(), manifest, distinct, inputs, input_bytes })
 }
@@ -188,9 +181,8 @@ pub async fn buy(
 ) -> Result<BuyOutcome, BuyError> {
     let t0 = Instant::now();
     let article = req.article.clone();
-    let n = node.clone();
     let a = article.clone();
-    let prepared = tokio::task::spawn_blocking(move || prepare(&n, &a, req.inputs))
+    let prepared = tokio::task::spawn_blocking(move || prepare(&a, req.inputs))
         .await
         .map_err(|e| BuyError::Internal(e.to_string()))??;
     let price = match req.price {
@@ -250,6 +242,28 @@ async fn default_price(node: &Node, article: &ArticleEntry) -> Sat {
     }
 }
 
+/// Cancels a resting buy bid when dropped while armed (`bid` is `Some`).
+struct OpenBidGuard {
+    node: Arc<Node>,
+    bid: Option<Id>,
+}
+
+impl Drop for OpenBidGuard {
+    fn drop(&mut self) {
+        let Some(bid) = self.bid.take() else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        let node = self.node.clone();
+        rt.spawn(async move {
+            match node.exchange.cancel_bid(&node.key, &bid).await {
+                Ok(v) => tracing::info!(bid = %bid, state = ?v.state, "buy abandoned; bid withdrawn"),
+                Err(e) => {
+                    tracing::warn!(bid = %bid, error = %e, "buy abandoned; withdrawing the bid failed (it expires)")
+                }
+            }
+        });
+    }
+}
+
 struct Attempt<'a> {
     node: &'a Arc<Node>,
     article: &'a Arc<ArticleEntry>,
@@ -300,15 +314,21 @@ impl Attempt<'_> {
             |e: &dyn std::fmt::Display| AttemptError::Final(BuyError::Exchange(e.to_string()));
         let mut bid =
             ex.place_bid(&node.key, article.id, Side::Buy, price).await.map_err(|e| exch(&e))?;
+        // If this buy is dropped (the client went away: the add-on's cancel, a closed
+        // curl) while the bid rests, the bid is withdrawn and its escrow released.
+        let mut open_bid = OpenBidGuard { node: node.clone(), bid: Some(bid.id.clone()) };
+        tracing::info!(bid = %bid.id, article = %article.manifest.name, price = price.0, "buy bid placed");
         report.info().bid = Some(bid.id.clone());
         self.step(report, "bidding");
         let tx = loop {
             match bid.state {
                 BidState::Matched => {
+                    open_bid.bid = None;
                     break bid.tx.clone().ok_or_else(|| retry("matched bid without a tx"))?;
                 }
                 BidState::Open => {}
                 BidState::Expired | BidState::Cancelled => {
+                    open_bid.bid = None;
                     return Err(AttemptError::Final(BuyError::NoSeller));
                 }
             }
@@ -410,20 +430,22 @@ impl Attempt<'_> {
                 return Err(retry(why));
             }
         };
-        let view = ex.tx_action(&node.key, &tx, TxAction::Accept).await.map_err(|e| exch(&e))?;
-        self.step(report, "accepted");
+        // Store the outputs (for `/file/{sha256}`) while the exchange commits the accept;
+        // they are checked already, and the store is a cache, so an accept that fails
+        // leaves nothing wrong behind.
         let store = node.store.clone();
         let to_store: Vec<(Hash32, Arc<Vec<u8>>)> =
             outputs.iter().map(|o| (o.hash, o.data.clone())).collect();
-        tokio::task::spawn_blocking(move || {
+        let stored = tokio::task::spawn_blocking(move || {
             for (h, d) in to_store {
                 if let Err(e) = store.put_hashed(&h, &d) {
                     tracing::error!(error = %e, "storing an output failed");
                 }
             }
-        })
-        .await
-        .map_err(|e| AttemptError::Final(BuyError::Internal(e.to_string())))?;
+        });
+        let view = ex.tx_action(&node.key, &tx, TxAction::Accept).await.map_err(|e| exch(&e))?;
+        self.step(report, "accepted");
+        stored.await.map_err(|e| AttemptError::Final(BuyError::Internal(e.to_string())))?;
         Ok(BuyOutcome {
             outputs,
             tx,

@@ -180,3 +180,15 @@ impl TradeReport {
         self.gate.trade_update(self.info.clone());
     }
 }
+
+impl Drop for TradeReport {
+    /// A trade dropped before it finished (its buyer went away) is shown as ended.
+    fn drop(&mut self) {
+        if !self.info.finished {
+            self.finish(
+                None,
+                Some("abandoned: the request was dropped before the trade ended".into()),
+            );
+        }
+    }
+}

@@ -229,12 +229,13 @@ class BitwrkRenderEngine(bpy.types.RenderEngine):
         done = []
         attempts = {t: 0 for t in tiles}
         started = time.monotonic()
+        cancel = client.Cancel()
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=s.parallel_tiles, thread_name_prefix="bitwrk")
         try:
             def submit(t):
                 attempts[t] += 1
                 job = tiling.tile_job(frame, width, height, t, samples, seed, False)
-                return pool.submit(client.buy_tile, s.proxy_url, article, scene_bytes, job, s.max_price_sat)
+                return pool.submit(client.buy_tile, s.proxy_url, article, scene_bytes, job, s.max_price_sat, cancel)
 
             pending = {submit(t): t for t in tiles}
             self.update_stats("", "BitWrk: 0/%d tiles" % len(tiles))
@@ -259,8 +260,11 @@ class BitwrkRenderEngine(bpy.types.RenderEngine):
                     self.update_progress(len(done) / len(tiles))
                     self.update_stats("", "BitWrk: %d/%d tiles" % (len(done), len(tiles)))
         finally:
-            # Cancel what has not started; tiles in flight finish in the background
-            # and are dropped (the host refunds nothing: they were bought).
+            # Cancelled, or a tile failed for good: drop what has not started and close
+            # the buys in flight, so the host withdraws their bids instead of buying tiles
+            # nobody will see (a trade already matched runs to its deadline and refunds
+            # or pays per the exchange's rules). After success nothing is in flight.
+            cancel.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
         print("BitWrk: %d tiles in %.1f s" % (len(done), time.monotonic() - started))
         return done

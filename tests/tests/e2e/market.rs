@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use bitwrk_exchange::client::ExchangeClient;
 use bitwrk_protocol::api::TxView;
 use bitwrk_protocol::message::{Message, Operation, receipt_text};
@@ -363,5 +364,69 @@ async fn forged_and_replayed_messages_are_refused() -> anyhow::Result<()> {
     assert_eq!(v.settlement, Some(Settlement::PaidSeller));
     assert_conserved(&client).await?;
     let _ = ExchangeClient::connect(&ex.url).await?;
+    Ok(())
+}
+
+/// A buyer that goes away (here the Blender add-on's client, cancelled while its buy
+/// waits for a seller) makes the host withdraw the resting bid: the escrow comes back
+/// and nothing is bought. The client is the add-on's own `client.py`, run by python3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_buy_withdraws_its_bid_and_releases_the_escrow() -> anyhow::Result<()> {
+    use std::io::{BufRead as _, Write as _};
+    let dir = tempfile::tempdir()?;
+    let ex = harness::exchange(&dir.path().join("exchange"), &[])?;
+    let client = harness::publish(&ex.url, &["wordcount"]).await?;
+    // No seller: the bid rests.
+    let b = harness::buyer(&dir.path().join("buyer"), &ex.url, 1000)?;
+    let addon =
+        bitwrk_host::local_articles::workspace_root().join("blender-bridge/addon/bitwrk_render");
+    let script = r#"
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+import client
+cancel = client.Cancel()
+def run():
+    try:
+        client.buy(sys.argv[2], "wordcount", [("text", "t.txt", "text/plain", b"a b b")], 500, cancel)
+        print("BOUGHT", flush=True)
+    except client.BuyError as e:
+        print("ERROR", e.code, e.final, flush=True)
+t = threading.Thread(target=run)
+t.start()
+sys.stdin.readline()
+cancel.cancel()
+t.join()
+"#;
+    let mut py = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&addon)
+        .arg(&b.int_url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("python3 (the add-on's client runs in it)")?;
+    let line = b.proc.wait_line("buy bid placed")?;
+    let bid: Id = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("bid="))
+        .context("bid field")?
+        .parse()?;
+    let blocked = client.account(&b.address.parse()?).await?.blocked_sat;
+    assert_eq!(blocked, Sat(500 + 15), "price + 3 % fee in escrow while the bid rests");
+
+    py.stdin.take().context("stdin")?.write_all(b"cancel\n")?;
+    let mut out = String::new();
+    std::io::BufReader::new(py.stdout.take().context("stdout")?).read_line(&mut out)?;
+    assert_eq!(out.trim(), "ERROR cancelled True", "the client reports the cancel as final");
+    assert!(py.wait()?.success());
+
+    let line = b.proc.wait_line("bid withdrawn")?;
+    assert!(line.contains(&bid.to_string()), "{line}");
+    let view = client.bid(&bid).await?;
+    assert_eq!(view.state, bitwrk_protocol::api::BidState::Cancelled);
+    let acc = client.account(&b.address.parse()?).await?;
+    assert_eq!((acc.available_sat, acc.blocked_sat), (client.info().starting_capital_sat, Sat(0)));
+    assert_conserved(&client).await?;
     Ok(())
 }
