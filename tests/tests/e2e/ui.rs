@@ -312,6 +312,20 @@ async fn start_exchange(
     Ok((url, stop))
 }
 
+/// A `HostState` with a new key over a real in-process exchange, both in `dir`; the
+/// exchange stops when the returned sender is dropped.
+async fn fresh_state(
+    dir: &std::path::Path,
+) -> anyhow::Result<(Arc<HostState>, tokio::sync::oneshot::Sender<()>)> {
+    let (ex_url, stop) = start_exchange(dir).await?;
+    let state = HostState::new(
+        dir,
+        PrivateKey::generate().address(),
+        ExchangeClient::connect(&ex_url).await?,
+    )?;
+    Ok((state, stop))
+}
+
 /// Serve `state`'s UI on 127.0.0.1:0; returns its base URL.
 async fn serve_ui(state: Arc<HostState>) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -505,12 +519,7 @@ async fn ui_permits_forbids_and_makes_mandates_in_chromium() -> anyhow::Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_refuses_foreign_origins_and_hosts() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (ex_url, _stop) = start_exchange(dir.path()).await?;
-    let state = HostState::new(
-        dir.path(),
-        PrivateKey::generate().address(),
-        ExchangeClient::connect(&ex_url).await?,
-    )?;
+    let (state, _stop) = fresh_state(dir.path()).await?;
     let ui = serve_ui(state.clone()).await?;
     let http = reqwest::Client::new();
     let spec = serde_json::json!({"side": "buy", "article": null, "price_sat": 5});
@@ -598,12 +607,7 @@ async fn permit_in_chromium_lets_a_real_buy_finish() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecided_requests_time_out_and_cancelled_ones_withdraw() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (ex_url, _stop) = start_exchange(dir.path()).await?;
-    let state = HostState::new(
-        dir.path(),
-        PrivateKey::generate().address(),
-        ExchangeClient::connect(&ex_url).await?,
-    )?;
+    let (state, _stop) = fresh_state(dir.path()).await?;
     let mut events = state.subscribe();
     state.set_permission_wait(Duration::from_millis(300));
     assert_eq!(state.request_permission(request(Side::Buy, 10)).await, Err(Forbidden::TimedOut(0)));
@@ -633,12 +637,7 @@ async fn undecided_requests_time_out_and_cancelled_ones_withdraw() -> anyhow::Re
 async fn events_start_with_a_snapshot_and_changes_follow_it() -> anyhow::Result<()> {
     use futures_util::StreamExt as _;
     let dir = tempfile::tempdir()?;
-    let (ex_url, _stop) = start_exchange(dir.path()).await?;
-    let state = HostState::new(
-        dir.path(),
-        PrivateKey::generate().address(),
-        ExchangeClient::connect(&ex_url).await?,
-    )?;
+    let (state, _stop) = fresh_state(dir.path()).await?;
     let mut events = state.subscribe();
     let s = state.clone();
     let waiting = tokio::spawn(async move { s.request_permission(request(Side::Buy, 7)).await });
