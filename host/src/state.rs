@@ -303,8 +303,8 @@ impl HostState {
         Snapshot {
             activities: Self::activities_locked(inner),
             trades: Self::trades_locked(inner),
-            workers: inner.workers.values().cloned().collect(),
-            mandates: inner.mandates.live(now_ms()).cloned().collect(),
+            workers: Self::workers_locked(inner),
+            mandates: Self::mandates_locked(inner),
         }
     }
 
@@ -508,8 +508,11 @@ impl HostState {
 
     /// Mandates in force now, oldest first.
     pub fn mandates(&self) -> Vec<Mandate> {
-        let now = now_ms();
-        self.lock().mandates.live(now).cloned().collect()
+        Self::mandates_locked(&self.lock())
+    }
+
+    fn mandates_locked(inner: &Inner) -> Vec<Mandate> {
+        inner.mandates.live(now_ms()).cloned().collect()
     }
 
     /// Permit every pending activity a mandate now covers (after a mandate was added).
@@ -537,8 +540,7 @@ impl HostState {
     }
 
     fn emit_mandates(&self, inner: &Inner) {
-        let now = now_ms();
-        self.emit(UiEvent::Mandates { mandates: inner.mandates.live(now).cloned().collect() });
+        self.emit(UiEvent::Mandates { mandates: Self::mandates_locked(inner) });
     }
 
     /// Write mandates.json atomically (temp file, fsync, rename).
@@ -626,7 +628,11 @@ impl HostState {
 
     /// Worker slots by slot id.
     pub fn workers(&self) -> Vec<WorkerInfo> {
-        self.lock().workers.values().cloned().collect()
+        Self::workers_locked(&self.lock())
+    }
+
+    fn workers_locked(inner: &Inner) -> Vec<WorkerInfo> {
+        inner.workers.values().cloned().collect()
     }
 
     /// Articles this host has dealt with (trades, workers, activities, mandates), by id.
