@@ -99,10 +99,12 @@ async fn run_async(args: BuyArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
         Some(&progress),
     )
     .await;
+    // The accept goes out after the result is in hand; wait for it before exiting.
+    node.settled().await;
     bar.finish_and_clear();
     let out = out.map_err(|e| anyhow::anyhow!("{e} [{}]", e.code()))?;
     if out.outputs.len() == 1 {
-        std::fs::write(&args.output, out.outputs[0].data.as_slice())
+        std::fs::write(&args.output, &out.outputs[0].data[..])
             .with_context(|| format!("writing {}", args.output.display()))?;
         println!("wrote {} ({} bytes)", args.output.display(), out.outputs[0].data.len());
     } else {
@@ -110,8 +112,7 @@ async fn run_async(args: BuyArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("creating {}", args.output.display()))?;
         for o in &out.outputs {
             let p = args.output.join(&o.name);
-            std::fs::write(&p, o.data.as_slice())
-                .with_context(|| format!("writing {}", p.display()))?;
+            std::fs::write(&p, &o.data[..]).with_context(|| format!("writing {}", p.display()))?;
             println!("wrote {} ({} bytes)", p.display(), o.data.len());
         }
     }

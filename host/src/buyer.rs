@@ -1,6 +1,7 @@
 //! Buying: place the bid, follow the transaction by long poll, send the seller only the
-//! chunks it lacks, fetch the encrypted result, sign the receipt, read the key from the
-//! exchange, check the outputs, accept. A seller that fails costs a new bid (bounded).
+//! chunks it lacks, fetch the encrypted result, sign the receipt, take the key (from the
+//! seller's answer, or the exchange), check the outputs, hand them over, and accept in
+//! the background. A seller that fails costs a new bid (bounded).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +33,7 @@ pub struct Output {
     pub name: String,
     pub hash: Hash32,
     pub media_type: String,
-    pub data: Arc<Vec<u8>>,
+    pub data: bytes::Bytes,
 }
 
 /// How a buy went.
@@ -49,8 +50,6 @@ pub struct BuyOutcome {
     pub input_bytes: u64,
     /// Each step of the successful attempt with the time since the buy began.
     pub steps: Vec<(String, Duration)>,
-    /// The tx phases as the exchange recorded them.
-    pub tx_view: TxView,
 }
 
 /// Why a buy failed: a reason code (for the JSON answer) and a plain message.
@@ -172,6 +171,9 @@ fn prepare(article: &ArticleEntry, inputs: Vec<(String, Vec<u8>)>) -> Result<Pre
     Ok(Prepared { work_hash: manifest.work_hash(), manifest, distinct, inputs, input_bytes })
 }
 
+/// Inputs up to this size are chunked and hashed on the calling task.
+const INLINE_PREPARE_BYTES: usize = 64 * 1024;
+
 /// Buy one run. Retries with a new bid when a seller fails, at most
 /// [`BUY_ATTEMPTS_MAX`] bids in all.
 pub async fn buy(
@@ -181,10 +183,16 @@ pub async fn buy(
 ) -> Result<BuyOutcome, BuyError> {
     let t0 = Instant::now();
     let article = req.article.clone();
-    let a = article.clone();
-    let prepared = tokio::task::spawn_blocking(move || prepare(&a, req.inputs))
-        .await
-        .map_err(|e| BuyError::Internal(e.to_string()))??;
+    // Chunking and hashing small inputs takes microseconds: no thread hop for them.
+    let prepared = if req.inputs.iter().map(|(_, d)| d.len()).sum::<usize>() <= INLINE_PREPARE_BYTES
+    {
+        prepare(&article, req.inputs)?
+    } else {
+        let a = article.clone();
+        tokio::task::spawn_blocking(move || prepare(&a, req.inputs))
+            .await
+            .map_err(|e| BuyError::Internal(e.to_string()))??
+    };
     let price = match req.price {
         Some(p) => p,
         None => default_price(node, &article).await,
@@ -212,7 +220,7 @@ pub async fn buy(
         match att.run(price, &mut report).await {
             Ok(mut out) => {
                 out.attempts = attempt;
-                report.finish(Some("result accepted".into()), None);
+                accept_later(node, out.tx.clone(), report);
                 return Ok(out);
             }
             Err(AttemptError::Final(e)) => {
@@ -227,6 +235,31 @@ pub async fn buy(
         }
     }
     Err(BuyError::GaveUp { attempts: BUY_ATTEMPTS_MAX, last })
+}
+
+/// Send `accept` for a result the caller already has. It is off the buyer's critical
+/// path: the result is checked, and a buyer that never accepts (its host died) still pays
+/// at the `unverified` deadline (PROTOCOL §4), so the money ends the same either way.
+/// [`Node::settled`] waits for these, e.g. before reading balances or exiting.
+fn accept_later(node: &Arc<Node>, tx: Id, mut report: TradeReport) {
+    let n = node.clone();
+    node.settling.spawn(async move {
+        match n.exchange.tx_action(&n.key, &tx, TxAction::Accept).await {
+            Ok(_) => {
+                report.phase("accepted");
+                report.finish(Some("result accepted".into()), None);
+            }
+            Err(e) => {
+                tracing::warn!(tx = %tx, error = %e, "accept failed; the seller is paid at the unverified deadline");
+                report.finish(
+                    Some("result received".into()),
+                    Some(format!(
+                        "accept failed: {e} (the seller is paid at the unverified deadline)"
+                    )),
+                );
+            }
+        }
+    });
 }
 
 /// The lowest ask in the book, so a buy without a price matches the cheapest seller.
@@ -399,53 +432,42 @@ impl Attempt<'_> {
         let enc_hash = Hash32::of(&enc);
         self.step(report, "result received");
 
-        // Receipt: the seller posts it with the key; then the key is on the exchange.
+        // Receipt: the seller posts it with the key to the exchange and hands us the key.
         let receipt = node.key.sign_message(&receipt_text(ex.exchange_id(), &tx, &enc_hash));
         let ra: ReceiptAnswer =
             self.post_json(&format!("{base}/receipt"), &ReceiptBody { receipt }).await?;
-        let mut view = ex.tx(&tx).await.map_err(|e| retry(format!("reading the tx: {e}")))?;
-        while view.version < ra.tx_version || view.phase < Phase::Unverified {
-            if view.settlement.is_some() || view.phase.is_terminal() {
-                return Err(retry(format!(
-                    "the tx ended in {} before the result was posted",
-                    view.phase
-                )));
-            }
-            view = ex
-                .wait_tx(&tx, view.version, EXCHANGE_WAIT)
-                .await
-                .map_err(|e| retry(format!("waiting on the tx: {e}")))?;
-        }
-        self.step(report, "unverified");
-        if view.phase != Phase::Unverified {
-            return Err(retry(format!("the tx is {} instead of unverified", view.phase)));
-        }
-        let outputs = match self.open_result(&tx, &view, &enc, &enc_hash) {
-            Ok(o) => o,
-            Err(why) => {
-                tracing::warn!(tx = %tx, error = %why, "rejecting the result");
-                if let Err(e) = ex.tx_action(&node.key, &tx, TxAction::RejectResult).await {
-                    tracing::warn!(tx = %tx, error = %e, "reject_result failed");
+        // The key from the seller's answer saves reading the tx back; the exchange's copy
+        // is the binding one, so a key that does not open the result is looked up there.
+        let opened = ra.result_key.map(|k| self.open_result(&tx, &k, &enc));
+        let outputs = match opened {
+            Some(Ok(o)) => o,
+            other => {
+                if let Some(Err(why)) = other {
+                    tracing::warn!(tx = %tx, error = %why, "the seller's key does not open its result; reading the tx");
                 }
-                return Err(retry(why));
+                let view = self.wait_unverified(&tx, ra.tx_version).await?;
+                match self.open_view(&tx, &view, &enc, &enc_hash) {
+                    Ok(o) => o,
+                    Err(why) => {
+                        tracing::warn!(tx = %tx, error = %why, "rejecting the result");
+                        if let Err(e) = ex.tx_action(&node.key, &tx, TxAction::RejectResult).await {
+                            tracing::warn!(tx = %tx, error = %e, "reject_result failed");
+                        }
+                        return Err(retry(why));
+                    }
+                }
             }
         };
-        // Store the outputs (for `/file/{sha256}`) while the exchange commits the accept;
-        // they are checked already, and the store is a cache, so an accept that fails
-        // leaves nothing wrong behind.
-        let store = node.store.clone();
-        let to_store: Vec<(Hash32, Arc<Vec<u8>>)> =
-            outputs.iter().map(|o| (o.hash, o.data.clone())).collect();
-        let stored = tokio::task::spawn_blocking(move || {
-            for (h, d) in to_store {
-                if let Err(e) = store.put_hashed(&h, &d) {
-                    tracing::error!(error = %e, "storing an output failed");
-                }
-            }
-        });
-        let view = ex.tx_action(&node.key, &tx, TxAction::Accept).await.map_err(|e| exch(&e))?;
-        self.step(report, "accepted");
-        stored.await.map_err(|e| AttemptError::Final(BuyError::Internal(e.to_string())))?;
+        self.step(report, "unverified");
+        // Store the outputs for `/file/{sha256}` (checked already); write-behind, so they
+        // are served from memory until they are on disk.
+        for o in &outputs {
+            node.store
+                .put_soon(o.hash, o.data.clone())
+                .await
+                .map_err(|e| AttemptError::Final(BuyError::Internal(e.to_string())))?;
+        }
+        self.step(report, "checked");
         Ok(BuyOutcome {
             outputs,
             tx,
@@ -455,8 +477,29 @@ impl Attempt<'_> {
             chunk_bytes_sent: self.sent,
             input_bytes: p.input_bytes,
             steps: std::mem::take(&mut self.steps),
-            tx_view: view,
         })
+    }
+
+    /// Long poll the tx until it is `unverified` at version `version` or later.
+    async fn wait_unverified(&self, tx: &Id, version: u64) -> Result<TxView, AttemptError> {
+        let ex = &self.node.exchange;
+        let mut view = ex.tx(tx).await.map_err(|e| retry(format!("reading the tx: {e}")))?;
+        while view.version < version || view.phase < Phase::Unverified {
+            if view.settlement.is_some() || view.phase.is_terminal() {
+                return Err(retry(format!(
+                    "the tx ended in {} before the result was posted",
+                    view.phase
+                )));
+            }
+            view = ex
+                .wait_tx(tx, view.version, EXCHANGE_WAIT)
+                .await
+                .map_err(|e| retry(format!("waiting on the tx: {e}")))?;
+        }
+        if view.phase != Phase::Unverified {
+            return Err(retry(format!("the tx is {} instead of unverified", view.phase)));
+        }
+        Ok(view)
     }
 
     async fn post_json<T: serde::Serialize, R: serde::de::DeserializeOwned>(
@@ -599,8 +642,8 @@ impl Attempt<'_> {
         }
     }
 
-    /// Check the key against what we signed, decrypt, and check the outputs.
-    fn open_result(
+    /// Check the tx's result hash against what we signed, then open with its key.
+    fn open_view(
         &self,
         tx: &Id,
         view: &TxView,
@@ -613,6 +656,11 @@ impl Attempt<'_> {
         let key_hex = view.result_key.as_deref().ok_or("the tx has no result key")?;
         let key: Hash32 =
             key_hex.parse().map_err(|_| "the result key is not 64 hex chars".to_string())?;
+        self.open_result(tx, &key, enc)
+    }
+
+    /// Decrypt, and check the outputs.
+    fn open_result(&self, tx: &Id, key: &Hash32, enc: &[u8]) -> Result<Vec<Output>, String> {
         let plain = crate::crypto::open(&key.0, tx, enc).map_err(|e| e.to_string())?;
         let outputs = decode_result(&plain).map_err(|e| e.to_string())?;
         crate::seller::check_outputs(&self.article.manifest, &outputs)?;
@@ -625,7 +673,7 @@ impl Attempt<'_> {
                     .output(&name)
                     .map(|d| d.media_type.clone())
                     .unwrap_or_default();
-                Output { hash: Hash32::of(&data), name, media_type, data: Arc::new(data) }
+                Output { hash: Hash32::of(&data), name, media_type, data: data.into() }
             })
             .collect())
     }

@@ -208,6 +208,8 @@ async fn run_async(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> 
     }
     let total_ms = t0.elapsed().as_millis();
     traded.sort_by_key(|t| t.tile);
+    // The buyer accepts each result after handing it over; let those land first.
+    buyer.node.settled().await;
 
     // Each trade as the exchange recorded it.
     println!(

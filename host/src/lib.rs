@@ -12,6 +12,7 @@ pub mod limits;
 pub mod local_articles;
 pub mod mandates;
 pub mod node;
+pub mod pack;
 pub mod proxy;
 pub mod run_cmd;
 pub mod seller;

@@ -11,6 +11,13 @@ pub const STORE_LOW_WATER_PERMILLE: u64 = 900;
 /// Objects touched this recently are never evicted: they belong to a trade in flight
 /// (a seller just told a buyer it holds them). The bound may be exceeded meanwhile.
 pub const STORE_PIN_GRACE: Duration = Duration::from_secs(15 * 60);
+/// Largest generation of the content store's small-object pack (there are two; at most an
+/// eighth of the store's bound each). Bounds the scan on start-up as well.
+pub const STORE_PACK_GENERATION_BYTES_MAX: u64 = 64 << 20;
+/// Memory the content store's write-behind may hold (objects taken but not yet on disk).
+/// Small trades never wait for the disk; a large upload (a chunk batch is at most 16 MiB)
+/// falls back to writing before it is acknowledged once this much is queued.
+pub const STORE_PENDING_BYTES_MAX: u64 = 64 << 20;
 
 /// Bids a buyer places for one request before it gives up: the first plus two retries
 /// after a seller that was unreachable, died, stalled or sent garbage.

@@ -10,6 +10,8 @@ use bitwrk_exchange::client::ExchangeClient;
 use bitwrk_protocol::api::ArticleEntry;
 use bitwrk_protocol::{Hash32, PrivateKey, Sat, Side};
 
+use tokio_util::task::TaskTracker;
+
 use crate::state::{ActivityRequest, Forbidden, HostState, TradeInfo, WorkerInfo};
 use crate::store::Store;
 
@@ -52,6 +54,9 @@ pub struct Node {
     pub gate: Gate,
     /// HTTP client for talking to sellers (connection pooling across trades).
     pub http: reqwest::Client,
+    /// Buyer `accept`s sent after the result was handed over (see [`Node::settled`]).
+    pub settling: TaskTracker,
+    settled_lock: tokio::sync::Mutex<()>,
     articles: Mutex<HashMap<Hash32, Arc<ArticleEntry>>>,
 }
 
@@ -73,8 +78,19 @@ impl Node {
             store,
             gate,
             http,
+            settling: TaskTracker::new(),
+            settled_lock: tokio::sync::Mutex::new(()),
             articles: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// Wait until every `accept` sent so far in the background has been answered (the
+    /// buyer's trades are settled on the exchange): before reading balances, before exit.
+    pub async fn settled(&self) {
+        let _one = self.settled_lock.lock().await;
+        self.settling.close();
+        self.settling.wait().await;
+        self.settling.reopen();
     }
 
     /// An article's registry entry by id (cached: an id names one immutable manifest).

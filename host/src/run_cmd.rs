@@ -92,6 +92,14 @@ impl RunningHost {
         for t in self.tasks {
             let _ = t.await;
         }
+        // The buyer's accepts still in flight (bounded: an unreachable exchange is not
+        // waited for long; the seller is paid at the unverified deadline anyway).
+        if tokio::time::timeout(crate::limits::SELLER_REQUEST_TIMEOUT, self.node.settled())
+            .await
+            .is_err()
+        {
+            tracing::warn!("stopping with accepts still unanswered");
+        }
         if let Some((token, task)) = self.exchange {
             token.cancel();
             let _ = task.await;

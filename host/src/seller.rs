@@ -523,29 +523,38 @@ impl Seller {
     ) -> Result<Vec<(String, Vec<u8>)>, (ReasonCode, String)> {
         let internal = |e: String| (ReasonCode::Internal, e);
         let store = self.node.store.clone();
-        let inputs =
-            tokio::task::spawn_blocking(move || -> Result<Vec<(String, Vec<u8>)>, String> {
-                let mut out = Vec::new();
-                for input in &manifest.inputs {
-                    let mut data = Vec::with_capacity(input.size as usize);
-                    for h in &input.chunks {
-                        data.extend_from_slice(&store.get(h).map_err(|e| e.to_string())?);
-                    }
-                    if data.len() as u64 != input.size {
-                        return Err(format!(
+        // Chunks that just arrived are still in memory (write-behind): no thread hop for
+        // them. Otherwise read from disk on the blocking pool.
+        let in_memory = manifest.inputs.iter().flat_map(|i| &i.chunks).all(|h| store.is_cheap(h));
+        let assemble = move || -> Result<Inputs, (ReasonCode, String)> {
+            let mut out = Vec::new();
+            for input in &manifest.inputs {
+                let mut data = Vec::with_capacity(input.size as usize);
+                for h in &input.chunks {
+                    // A chunk gone since the offer is this seller's failure, not the work's.
+                    let c = store.get(h).map_err(|e| internal(e.to_string()))?;
+                    data.extend_from_slice(&c);
+                }
+                if data.len() as u64 != input.size {
+                    return Err((
+                        ReasonCode::BadInput,
+                        format!(
                             "input {:?}: chunks add up to {} bytes, manifest says {}",
                             input.name,
                             data.len(),
                             input.size
-                        ));
-                    }
-                    out.push((input.name.clone(), data));
+                        ),
+                    ));
                 }
-                Ok(out)
-            })
-            .await
-            .map_err(|e| internal(e.to_string()))?
-            .map_err(|e| (ReasonCode::BadInput, e))?;
+                out.push((input.name.clone(), data));
+            }
+            Ok(out)
+        };
+        let inputs = if in_memory {
+            assemble()?
+        } else {
+            tokio::task::spawn_blocking(assemble).await.map_err(|e| internal(e.to_string()))??
+        };
         if let Runtime::NativeBlender { .. } = article.manifest.runtime {
             // Blender articles run in the confined Blender of blender-bridge.
             let bridge = match &self.engines.blender {
@@ -603,6 +612,9 @@ impl Seller {
         Ok(loaded)
     }
 }
+
+/// A work's inputs, by name, reassembled from their chunks.
+type Inputs = Vec<(String, Vec<u8>)>;
 
 /// Outputs must be exactly the declared ones, each within its `max_bytes`.
 pub fn check_outputs(
@@ -681,12 +693,16 @@ async fn offer(
     let distinct = manifest.distinct_chunks();
     let store = seller.node.store.clone();
     let d = distinct.clone();
-    let missing: Vec<bool> =
+    // A few lookups (memory, or one failed open each) are cheaper than a thread hop.
+    let missing: Vec<bool> = if d.len() <= 4 {
+        d.iter().map(|h| !store.has(h)).collect()
+    } else {
         tokio::task::spawn_blocking(move || d.iter().map(|h| !store.has(h)).collect())
             .await
             .map_err(|e| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })?;
+            })?
+    };
     {
         let mut w = trade.work.lock().expect("work lock");
         match w.as_ref() {
@@ -787,21 +803,16 @@ async fn chunks(
             return Err(bad(format!("chunk {h} was not asked for (wrong bytes or sent twice)")));
         }
     }
-    let store = seller.node.store.clone();
-    let owned: Vec<(Hash32, Bytes)> = hashed.iter().map(|(h, c)| (*h, body.slice_ref(c))).collect();
-    let stored: Vec<Hash32> =
-        tokio::task::spawn_blocking(move || -> Result<Vec<Hash32>, String> {
-            for (h, c) in &owned {
-                store.put_hashed(h, c).map_err(|e| e.to_string())?;
-            }
-            Ok(owned.into_iter().map(|(h, _)| h).collect())
-        })
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| {
+    // Write-behind: the chunks are readable at once, the disk write follows.
+    let store = &seller.node.store;
+    let mut stored = Vec::with_capacity(hashed.len());
+    for (h, c) in &hashed {
+        store.put_soon(*h, body.slice_ref(c)).await.map_err(|e| {
             tracing::error!(tx = %trade.tx, error = %e, "storing chunks failed");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
         })?;
+        stored.push(*h);
+    }
     let still_missing = {
         let mut w = trade.work.lock().expect("work lock");
         let work = w.as_mut().expect("checked above");
@@ -892,8 +903,9 @@ async fn receipt(
         },
     )?;
     let mut posted = trade.result_posted.lock().await;
+    let key = Some(Hash32(sealed.key));
     if let Some(version) = *posted {
-        return Ok(Json(ReceiptAnswer { tx_version: version }));
+        return Ok(Json(ReceiptAnswer { tx_version: version, result_key: key }));
     }
     trade.secret_posted().await.map_err(|e| {
         ApiError::new(
@@ -918,5 +930,6 @@ async fn receipt(
     *posted = Some(v.version);
     let version = v.version;
     trade.set_view(v);
-    Ok(Json(ReceiptAnswer { tx_version: version }))
+    // The key is on the exchange now; handing it over saves the buyer reading it back.
+    Ok(Json(ReceiptAnswer { tx_version: version, result_key: key }))
 }

@@ -3,17 +3,32 @@
 //! by mtime. Both sides use it: the seller keeps chunks across trades (so repeated inputs
 //! cost only new chunks), the buyer keeps its inputs' chunks and the outputs it serves at
 //! `/file/{sha256}`. Blocking file IO: call from `spawn_blocking` for bulk work.
+//!
+//! [`Store::put_soon`] is the write-behind path for objects a trade needs at once (a
+//! seller's received chunks, a buyer's outputs): the object is readable from memory
+//! immediately and written to disk on the blocking pool, off the trade's critical path.
+//! The memory it may take is bounded ([`STORE_PENDING_BYTES_MAX`]); past that, writes wait.
+//!
+//! Objects of at most 16 KiB (whole small inputs and outputs) are packed (see
+//! [`crate::pack`]) instead of getting a file each; the packs take at most a quarter of the
+//! size bound, the files the rest.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bitwrk_protocol::Hash32;
+use bytes::Bytes;
 
-use crate::limits::{STORE_LOW_WATER_PERMILLE, STORE_PIN_GRACE};
+use crate::limits::{
+    STORE_LOW_WATER_PERMILLE, STORE_PACK_GENERATION_BYTES_MAX, STORE_PENDING_BYTES_MAX,
+    STORE_PIN_GRACE,
+};
+use crate::pack::{Found, PACK_OBJECT_BYTES_MAX, Pack};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -32,11 +47,22 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 /// A content-addressed store with a size bound.
 pub struct Store {
     dir: PathBuf,
+    /// Bound of the one-file objects (the store's bound less the packs' share).
     max_bytes: u64,
+    /// Bytes of the one-file objects.
     used_bytes: AtomicU64,
+    pack: Pack,
     /// Held while evicting, so only one eviction runs at a time.
     evicting: Mutex<()>,
     tmp_seq: AtomicU64,
+    /// Objects taken by [`Store::put_soon`] and not yet on disk, with their total size.
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    objects: HashMap<Hash32, Bytes>,
+    bytes: u64,
 }
 
 impl Store {
@@ -48,12 +74,17 @@ impl Store {
         // Leftovers of writes interrupted by a crash.
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        // Two pack generations, at most an eighth of the bound each.
+        let generation_max = (max_bytes / 8).min(STORE_PACK_GENERATION_BYTES_MAX);
+        let pack = Pack::open(dir, generation_max).map_err(io(dir))?;
         let store = Store {
             dir: dir.to_path_buf(),
-            max_bytes,
+            max_bytes: max_bytes - 2 * generation_max,
+            pack,
             used_bytes: AtomicU64::new(0),
             evicting: Mutex::new(()),
             tmp_seq: AtomicU64::new(0),
+            pending: Mutex::new(Pending::default()),
         };
         let used: u64 = store.scan()?.iter().map(|e| e.size).sum();
         store.used_bytes.store(used, Ordering::Relaxed);
@@ -66,20 +97,84 @@ impl Store {
         self.dir.join("objects").join(&hex[..2]).join(hex)
     }
 
-    /// Bytes the store holds now.
+    /// Bytes the store holds now (files and packs).
     pub fn used_bytes(&self) -> u64 {
-        self.used_bytes.load(Ordering::Relaxed)
+        self.used_bytes.load(Ordering::Relaxed) + self.pack.bytes()
     }
 
     /// Whether the object is there; marks it as recently used (so it is not evicted
     /// before the trade that asked for it is over).
     pub fn has(&self, h: &Hash32) -> bool {
-        touch(&self.path(h))
+        self.pending_get(h).is_some() || self.pack.has(h) || touch(&self.path(h))
+    }
+
+    /// Whether reading the object costs no file open: it is in memory or packed.
+    pub fn is_cheap(&self, h: &Hash32) -> bool {
+        self.pending_get(h).is_some() || self.pack.contains(h)
+    }
+
+    /// An object still waiting for its write-behind, if it is one.
+    pub fn pending_get(&self, h: &Hash32) -> Option<Bytes> {
+        self.pending.lock().expect("pending lock").objects.get(h).cloned()
+    }
+
+    /// Store `data` (whose SHA256 is `h`, computed by the caller) without waiting for the
+    /// disk: it is readable at once ([`Store::get`], [`Store::has`]) and written on the
+    /// blocking pool. When the objects waiting already hold [`STORE_PENDING_BYTES_MAX`],
+    /// this one is written before returning instead. A failed write-behind is logged and
+    /// the object dropped: the store is a cache, and a seller asks for a chunk it lacks.
+    pub async fn put_soon(self: &Arc<Self>, h: Hash32, data: Bytes) -> Result<(), StoreError> {
+        if data.len() <= PACK_OBJECT_BYTES_MAX {
+            // One append to the page cache: cheaper than handing it to another thread.
+            return self.put_hashed(&h, &data);
+        }
+        let queued = {
+            let mut p = self.pending.lock().expect("pending lock");
+            if p.objects.contains_key(&h) {
+                return Ok(());
+            }
+            if p.bytes + data.len() as u64 <= STORE_PENDING_BYTES_MAX {
+                p.bytes += data.len() as u64;
+                p.objects.insert(h, data.clone());
+                true
+            } else {
+                false
+            }
+        };
+        let me = self.clone();
+        let write = tokio::task::spawn_blocking(move || {
+            let r = me.put_hashed(&h, &data);
+            if queued {
+                let mut p = me.pending.lock().expect("pending lock");
+                if p.objects.remove(&h).is_some() {
+                    p.bytes -= data.len() as u64;
+                }
+            }
+            r
+        });
+        if queued {
+            tokio::spawn(async move {
+                match write.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(object = %h, error = %e, "write-behind failed"),
+                    Err(e) => tracing::error!(object = %h, error = %e, "write-behind task failed"),
+                }
+            });
+            return Ok(());
+        }
+        write.await.map_err(|e| StoreError::Io {
+            path: self.dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?
     }
 
     /// Store `data` under its SHA256, which the caller computed (and the caller is
     /// trusted to have computed it right: every entry point hashes what it receives).
     pub fn put_hashed(&self, h: &Hash32, data: &[u8]) -> Result<(), StoreError> {
+        if data.len() <= PACK_OBJECT_BYTES_MAX {
+            self.pack.put(h, data).map_err(io(&self.dir))?;
+            return Ok(());
+        }
         let path = self.path(h);
         if touch(&path) {
             return Ok(());
@@ -110,6 +205,14 @@ impl Store {
 
     /// Read an object and check it against its name.
     pub fn get(&self, h: &Hash32) -> Result<Vec<u8>, StoreError> {
+        if let Some(d) = self.pending_get(h) {
+            return Ok(d.to_vec());
+        }
+        match self.pack.get(h) {
+            Found::Data(d) => return Ok(d),
+            Found::Corrupt => return Err(StoreError::Corrupt(*h)),
+            Found::Missing => {}
+        }
         let path = self.path(h);
         let data = match fs::read(&path) {
             Ok(d) => d,
@@ -125,12 +228,6 @@ impl Store {
         }
         touch(&path);
         Ok(data)
-    }
-
-    /// Path of an object for streaming it out (e.g. `/file/{sha256}`), if present.
-    pub fn file_path(&self, h: &Hash32) -> Option<PathBuf> {
-        let p = self.path(h);
-        touch(&p).then_some(p)
     }
 
     fn scan(&self) -> Result<Vec<Entry>, StoreError> {
@@ -208,20 +305,58 @@ mod tests {
         assert!(s.has(&h));
         assert_eq!(s.get(&h).unwrap(), b"hello");
         assert!(matches!(s.get(&Hash32::of(b"x")), Err(StoreError::Missing(_))));
-        // Idempotent: the same object twice counts once.
+        // Idempotent: the same object twice counts once (packed: a 36-byte header).
         s.put(b"hello").unwrap();
-        assert_eq!(s.used_bytes(), 5);
+        assert_eq!(s.used_bytes(), 36 + 5);
+        let big = vec![7u8; PACK_OBJECT_BYTES_MAX + 1];
+        let hb = s.put(&big).unwrap();
+        s.put(&big).unwrap();
+        assert_eq!(s.used_bytes(), 36 + 5 + big.len() as u64);
         // Reopening counts what is there.
         drop(s);
         let s = Store::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(s.used_bytes(), 5);
+        assert_eq!(s.used_bytes(), 36 + 5 + big.len() as u64);
+        assert_eq!(s.get(&h).unwrap(), b"hello");
+        assert_eq!(s.get(&hb).unwrap(), big);
+    }
+
+    #[tokio::test]
+    async fn put_soon_is_readable_at_once_and_lands_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(Store::open(dir.path(), 1 << 20).unwrap());
+        let data = Bytes::from(vec![b'w'; PACK_OBJECT_BYTES_MAX + 1]);
+        let h = Hash32::of(&data);
+        s.put_soon(h, data.clone()).await.unwrap();
+        assert!(s.has(&h));
+        assert_eq!(s.get(&h).unwrap(), data);
+        // The write-behind finishes on the blocking pool; then it is a file like any other.
+        while s.pending_get(&h).is_some() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(fs::read(s.path(&h)).unwrap(), data);
+        assert_eq!(s.pending.lock().unwrap().bytes, 0);
+        assert_eq!(s.used_bytes(), data.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn put_soon_past_its_memory_bound_writes_before_returning() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(Store::open(dir.path(), 1 << 30).unwrap());
+        // Fill the pending bytes to the bound by hand, then one more object must go
+        // straight to disk.
+        s.pending.lock().unwrap().bytes = STORE_PENDING_BYTES_MAX;
+        let data = Bytes::from(vec![b'o'; PACK_OBJECT_BYTES_MAX + 1]);
+        let h = Hash32::of(&data);
+        s.put_soon(h, data.clone()).await.unwrap();
+        assert!(s.pending_get(&h).is_none());
+        assert_eq!(fs::read(s.path(&h)).unwrap(), data);
     }
 
     #[test]
     fn corrupt_objects_are_detected_and_removed() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path(), 1 << 20).unwrap();
-        let h = s.put(b"hello").unwrap();
+        let h = s.put(&[b'h'; PACK_OBJECT_BYTES_MAX + 1]).unwrap();
         fs::write(s.path(&h), b"jello").unwrap();
         assert!(matches!(s.get(&h), Err(StoreError::Corrupt(_))));
         assert!(!s.has(&h));
@@ -230,20 +365,21 @@ mod tests {
     #[test]
     fn eviction_removes_oldest_unpinned_first() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path(), 3000).unwrap();
-        let old: Vec<Hash32> = (0..3u8).map(|i| s.put(&[i; 1000]).unwrap()).collect();
+        // 80 000 bytes: 2 x 10 000 for the packs, 60 000 for files.
+        let s = Store::open(dir.path(), 80_000).unwrap();
+        let old: Vec<Hash32> = (0..3u8).map(|i| s.put(&[i; 20_000]).unwrap()).collect();
         // Age the first two past the pin grace, oldest first.
         for (i, h) in old.iter().take(2).enumerate() {
             let f = fs::File::options().append(true).open(s.path(h)).unwrap();
             let age = STORE_PIN_GRACE + std::time::Duration::from_secs(100 - i as u64);
             f.set_modified(SystemTime::now() - age).unwrap();
         }
-        // Over the bound: evicts down to 2700 bytes, the oldest first, never the pinned.
-        let new = s.put(&[9u8; 1000]).unwrap();
+        // Over the bound: evicts down to 54 000 bytes, the oldest first, never the pinned.
+        let new = s.put(&[9u8; 20_000]).unwrap();
         assert!(!s.has(&old[0]));
         assert!(!s.has(&old[1]));
         assert!(s.has(&old[2]));
         assert!(s.has(&new));
-        assert_eq!(s.used_bytes(), 2000);
+        assert_eq!(s.used_bytes(), 40_000);
     }
 }

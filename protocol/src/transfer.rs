@@ -87,11 +87,16 @@ pub struct ReceiptBody {
 }
 
 /// Answer to a receipt: the transaction's version once the seller's `result` was
-/// accepted by the exchange, so the buyer's next long poll returns at once.
+/// accepted by the exchange, so the buyer's next long poll returns at once; and the
+/// result key the seller just posted, so the buyer need not read it back from the
+/// exchange. The key is only a shortcut: the exchange's copy is the binding one, and a
+/// key that does not open the result sends the buyer to the exchange for it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptAnswer {
     pub tx_version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_key: Option<Hash32>,
 }
 
 /// Answer to a result poll that timed out before the result was ready (HTTP 202).

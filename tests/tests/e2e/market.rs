@@ -193,7 +193,12 @@ async fn a_seller_killed_mid_trade_costs_a_retry_and_its_tx_refunds() -> anyhow:
         v = client.wait_tx(&dead_tx, v.version, Duration::from_secs(30)).await?;
     }
     assert_eq!(v.settlement, Some(Settlement::RefundedBuyer));
-    let good: TxView = client.tx(&got.tx.parse()?).await?;
+    // The buyer accepts after handing over the result: wait for that to land.
+    let good_tx: Id = got.tx.parse()?;
+    let mut good: TxView = client.tx(&good_tx).await?;
+    while good.settlement.is_none() {
+        good = client.wait_tx(&good_tx, good.version, Duration::from_secs(30)).await?;
+    }
     assert_eq!(good.phase, Phase::Finished);
     let after = client.account(&b.address.parse()?).await?;
     assert_eq!(after.blocked_sat, Sat(0));
