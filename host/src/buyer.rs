@@ -420,7 +420,7 @@ impl Attempt<'_> {
             .map(|((_, _, r), _)| r.len as u64)
             .sum();
         self.step(report, "uploading");
-        self.upload(&base, &missing, total).await?;
+        let early = self.upload(&base, &missing, total).await?;
 
         // The encrypted result: long poll until the tx's working deadline.
         self.step(report, "working");
@@ -428,7 +428,10 @@ impl Attempt<'_> {
         let d = &info.deadlines;
         let work_deadline_ms =
             view.matched_ms + 1000 * (d.establishing_s + d.transmitting_s + d.working_s);
-        let enc = self.fetch_result(&base, work_deadline_ms).await?;
+        let enc = match early {
+            Some(enc) => enc,
+            None => self.fetch_result(&base, work_deadline_ms).await?,
+        };
         let enc_hash = Hash32::of(&enc);
         self.step(report, "result received");
 
@@ -530,7 +533,7 @@ impl Attempt<'_> {
         base: &str,
         missing: &[bool],
         total: u64,
-    ) -> Result<(), AttemptError> {
+    ) -> Result<Option<Vec<u8>>, AttemptError> {
         let p = self.prepared;
         let wanted: Vec<&[u8]> = p
             .distinct
@@ -542,6 +545,10 @@ impl Attempt<'_> {
         let mut batch: Vec<&[u8]> = Vec::new();
         let mut batch_bytes = 0usize;
         let url = format!("{base}/chunks");
+        // The last batch asks the seller to answer with the result if it is ready within
+        // the wait (saves the separate result request of a short run).
+        let last_url = format!("{base}/chunks?wait_ms={}", RESULT_WAIT.as_millis());
+        let mut result = None;
         let mut i = 0;
         while i <= wanted.len() {
             let next = wanted.get(i);
@@ -549,17 +556,29 @@ impl Attempt<'_> {
             if (next.is_none() || full) && !batch.is_empty() {
                 let body = frame_chunks(batch.iter().copied());
                 self.add_wire(body.len() as u64);
+                let last = next.is_none();
                 let resp = self
                     .node
                     .http
-                    .post(&url)
-                    .timeout(limits::CHUNK_UPLOAD_TIMEOUT)
+                    .post(if last { &last_url } else { &url })
+                    .timeout(
+                        limits::CHUNK_UPLOAD_TIMEOUT
+                            + if last { RESULT_WAIT } else { Duration::ZERO },
+                    )
                     .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                     .body(body)
                     .send()
                     .await
                     .map_err(|e| retry(format!("sending chunks: {e}")))?;
-                let _: ChunksAnswer = read_json(resp).await?;
+                let is_result = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes() == b"application/octet-stream");
+                if last && (is_result || resp.status().as_u16() == 422) {
+                    result = self.read_result(resp).await?;
+                } else {
+                    let _: ChunksAnswer = read_json(resp).await?;
+                }
                 self.sent += batch_bytes as u64;
                 if let Some(p) = self.progress {
                     p(Progress::Upload { sent: self.sent, total });
@@ -576,7 +595,7 @@ impl Attempt<'_> {
                 None => break,
             }
         }
-        Ok(())
+        Ok(result)
     }
 
     async fn fetch_result(
@@ -597,47 +616,57 @@ impl Attempt<'_> {
                 .send()
                 .await
                 .map_err(|e| retry(format!("fetching the result: {e}")))?;
-            match resp.status().as_u16() {
-                200 => {
-                    if resp.content_length().is_some_and(|l| l > tl::RESULT_BYTES_MAX) {
-                        return Err(retry("the seller's result is larger than any result may be"));
-                    }
-                    let bytes = resp
-                        .bytes()
-                        .await
-                        .map_err(|e| retry(format!("downloading the result: {e}")))?;
-                    self.add_wire(bytes.len() as u64);
-                    return Ok(bytes.to_vec());
+            if let Some(enc) = self.read_result(resp).await? {
+                return Ok(enc);
+            }
+        }
+    }
+
+    /// A result answer (of `GET result`, or of the last chunk batch): the encrypted
+    /// result, `None` if it is not ready yet (202, or chunks answered without it), or why
+    /// the work failed.
+    async fn read_result(
+        &mut self,
+        resp: reqwest::Response,
+    ) -> Result<Option<Vec<u8>>, AttemptError> {
+        match resp.status().as_u16() {
+            200 => {
+                if resp.content_length().is_some_and(|l| l > tl::RESULT_BYTES_MAX) {
+                    return Err(retry("the seller's result is larger than any result may be"));
                 }
-                202 => continue,
-                422 => {
-                    let body: ErrorBody = resp
-                        .json()
-                        .await
-                        .map_err(|e| retry(format!("seller's error answer: {e}")))?;
-                    let reason: Option<ReasonCode> = body.error.parse().ok();
-                    return Err(match reason {
-                        // The work itself failed: another seller would fail the same way.
-                        Some(
-                            r @ (ReasonCode::BadInput
-                            | ReasonCode::Trap
-                            | ReasonCode::FuelExhausted
-                            | ReasonCode::MemoryExceeded
-                            | ReasonCode::OutputTooLarge),
-                        ) => AttemptError::Final(BuyError::WorkRejected(r, body.message)),
-                        _ => retry(format!(
-                            "the seller failed the work ({}): {}",
-                            body.error, body.message
-                        )),
-                    });
-                }
-                s => {
-                    let text = resp.text().await.unwrap_or_default();
-                    return Err(retry(format!(
-                        "the seller answered {s}: {}",
-                        text.chars().take(200).collect::<String>()
-                    )));
-                }
+                let bytes = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| retry(format!("downloading the result: {e}")))?;
+                self.add_wire(bytes.len() as u64);
+                Ok(Some(bytes.to_vec()))
+            }
+            202 => Ok(None),
+            422 => {
+                let body: ErrorBody =
+                    resp.json().await.map_err(|e| retry(format!("seller's error answer: {e}")))?;
+                let reason: Option<ReasonCode> = body.error.parse().ok();
+                Err(match reason {
+                    // The work itself failed: another seller would fail the same way.
+                    Some(
+                        r @ (ReasonCode::BadInput
+                        | ReasonCode::Trap
+                        | ReasonCode::FuelExhausted
+                        | ReasonCode::MemoryExceeded
+                        | ReasonCode::OutputTooLarge),
+                    ) => AttemptError::Final(BuyError::WorkRejected(r, body.message)),
+                    _ => retry(format!(
+                        "the seller failed the work ({}): {}",
+                        body.error, body.message
+                    )),
+                })
+            }
+            s => {
+                let text = resp.text().await.unwrap_or_default();
+                Err(retry(format!(
+                    "the seller answered {s}: {}",
+                    text.chars().take(200).collect::<String>()
+                )))
             }
         }
     }

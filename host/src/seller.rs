@@ -784,8 +784,9 @@ fn check_work(article: &bitwrk_protocol::Manifest, work: &WorkManifest) -> Resul
 async fn chunks(
     State(seller): State<Arc<Seller>>,
     Path(tx): Path<String>,
+    Query(q): Query<WaitParams>,
     body: Bytes,
-) -> Result<Json<ChunksAnswer>, ApiError> {
+) -> Result<Response, ApiError> {
     let trade = seller.trade_of(&tx)?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
     let frames = unframe_chunks(&body).map_err(|e| bad(e.to_string()))?;
@@ -822,7 +823,51 @@ async fn chunks(
         work.missing.len() as u64
     };
     seller.maybe_start(&trade);
-    Ok(Json(ChunksAnswer { still_missing }))
+    // The batch that completed the work may wait for the run and answer with its result.
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0).min(tl::RESULT_WAIT_MS_MAX));
+    if still_missing == 0 && !wait.is_zero() {
+        let stage = wait_done(&trade, wait).await;
+        if matches!(stage, Stage::Ready(_) | Stage::Failed(..)) {
+            return Ok(stage_response(stage));
+        }
+    }
+    Ok(Json(ChunksAnswer { still_missing }).into_response())
+}
+
+/// The trade's stage once the run is done, or as it is when `wait` is over.
+async fn wait_done(trade: &SellTrade, wait: Duration) -> Stage {
+    let mut rx = trade.stage.subscribe();
+    let done = |s: &Stage| matches!(s, Stage::Ready(_) | Stage::Failed(..));
+    match tokio::time::timeout(wait, rx.wait_for(done)).await {
+        Ok(Ok(s)) => s.clone(),
+        _ => trade.stage.borrow().clone(),
+    }
+}
+
+/// The answer to a result request (or a completing chunk batch) in this stage.
+fn stage_response(stage: Stage) -> Response {
+    match stage {
+        Stage::Ready(sealed) => {
+            ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], sealed.enc.clone())
+                .into_response()
+        }
+        Stage::Failed(reason, message) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason.as_str(), message)
+                .into_response()
+        }
+        Stage::AwaitingOffer => ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "no work was offered for this transaction",
+        )
+        .into_response(),
+        Stage::Receiving => {
+            (StatusCode::ACCEPTED, Json(NotReady { stage: "receiving".into() })).into_response()
+        }
+        Stage::Running => {
+            (StatusCode::ACCEPTED, Json(NotReady { stage: "running".into() })).into_response()
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -837,35 +882,7 @@ async fn result(
 ) -> Result<Response, ApiError> {
     let trade = seller.trade_of(&tx)?;
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0).min(tl::RESULT_WAIT_MS_MAX));
-    let mut rx = trade.stage.subscribe();
-    let done = |s: &Stage| matches!(s, Stage::Ready(_) | Stage::Failed(..));
-    let stage = match tokio::time::timeout(wait, rx.wait_for(done)).await {
-        Ok(Ok(s)) => s.clone(),
-        _ => trade.stage.borrow().clone(),
-    };
-    Ok(match stage {
-        Stage::Ready(sealed) => {
-            ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], sealed.enc.clone())
-                .into_response()
-        }
-        Stage::Failed(reason, message) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason.as_str(), message)
-                .into_response()
-        }
-        Stage::AwaitingOffer => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                "no work was offered for this transaction",
-            ));
-        }
-        Stage::Receiving => {
-            (StatusCode::ACCEPTED, Json(NotReady { stage: "receiving".into() })).into_response()
-        }
-        Stage::Running => {
-            (StatusCode::ACCEPTED, Json(NotReady { stage: "running".into() })).into_response()
-        }
-    })
+    Ok(stage_response(wait_done(&trade, wait).await))
 }
 
 async fn receipt(
