@@ -308,8 +308,8 @@ struct CachedKey {
 /// old one is dropped). Keys used all the time stay, at most `2 × KEY_TABLES_MAX` tables.
 #[derive(Default)]
 struct HotTables {
-    new: HashMap<Address, Arc<KeyTable>>,
-    old: HashMap<Address, Arc<KeyTable>>,
+    new: foldhash::HashMap<Address, Arc<KeyTable>>,
+    old: foldhash::HashMap<Address, Arc<KeyTable>>,
 }
 
 impl HotTables {
@@ -336,7 +336,7 @@ impl HotTables {
 /// three times cheaper still.
 #[derive(Default)]
 struct KeyCache {
-    keys: RwLock<HashMap<Address, Arc<CachedKey>>>,
+    keys: RwLock<foldhash::HashMap<Address, Arc<CachedKey>>>,
     tables: Mutex<HotTables>,
 }
 
