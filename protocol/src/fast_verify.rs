@@ -26,7 +26,7 @@ use k256::elliptic_curve::point::AffineCoordinates;
 use k256::elliptic_curve::scalar::IsHigh;
 use k256::{AffinePoint, FieldBytes, ProjectivePoint, Scalar};
 
-/// Digit width of the generator's table: 33 windows of 128 affine points (≈ 290 KiB,
+/// Digit width of the generator's table: 37 windows of 64 affine points (≈ 204 KiB,
 /// built once per process).
 pub const G_WINDOW: u32 = 7;
 /// Digit width of a key's table.
@@ -163,7 +163,7 @@ pub struct KeyTable {
 }
 
 impl KeyTable {
-    /// Precompute the table (costs about as much as a dozen verifications).
+    /// Precompute the table (costs about six to eight table verifications).
     pub fn new(key: &VerifyingKey) -> KeyTable {
         KeyTable {
             key: *key,
