@@ -56,6 +56,17 @@ pub const RATE_LIMIT_IPS_MAX: usize = 65_536;
 /// Most address → public key entries the signature cache keeps (33 bytes each + address).
 pub const KEY_CACHE_MAX: usize = 1_000_000;
 
+/// Tables of multiples (`bitwrk_protocol::fast_verify::KeyTable`, about 31 KiB each) kept
+/// per generation of the hot-key cache; at most twice this many exist (≈ 62 MiB).
+/// Enough for the accounts of a busy exchange that sign often; the others are checked
+/// with the plain cached key.
+pub const KEY_TABLES_MAX: usize = 1024;
+
+/// A cached key gets a table after this many plain verifications. Building one costs
+/// about six table verifications (three plain ones), so a key used only now and then
+/// never costs more than it saves.
+pub const KEY_TABLE_AFTER_USES: u32 = 8;
+
 /// Most articles the registry accepts (each publish stores a manifest and maybe a module).
 pub const ARTICLES_MAX: usize = 100_000;
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,7 +18,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use bitwrk_protocol::api::{ApiLimits, ErrorBody, Info, PublishRequest, WaitQuery};
-use bitwrk_protocol::identity::{CompactSignature, message_hash, verify_with_key};
+use bitwrk_protocol::fast_verify::KeyTable;
+use bitwrk_protocol::identity::{CompactSignature, message_hash, verify_prehash};
 use bitwrk_protocol::manifest::Runtime;
 use bitwrk_protocol::message::{Message, Operation, VALID_AHEAD_S_MAX};
 use bitwrk_protocol::{Address, Envelope, Hash32, Id};
@@ -30,9 +31,9 @@ use tower_http::timeout::TimeoutLayer;
 use crate::Config;
 use crate::core::{Answer, Command, Core, CoreError, Rules, Signed};
 use crate::limits::{
-    BODY_BYTES_MAX, COMMIT_GROUP_MAX, CONCURRENT_REQUESTS_MAX, KEY_CACHE_MAX, MODULE_BYTES_MAX,
-    PUBLISH_BODY_BYTES_MAX, RATE_LIMIT_IPS_MAX, REQUEST_TIMEOUT, SSE_STREAM_MAX, WAIT_MS_MAX,
-    WRITER_QUEUE_MAX,
+    BODY_BYTES_MAX, COMMIT_GROUP_MAX, CONCURRENT_REQUESTS_MAX, KEY_CACHE_MAX, KEY_TABLE_AFTER_USES,
+    KEY_TABLES_MAX, MODULE_BYTES_MAX, PUBLISH_BODY_BYTES_MAX, RATE_LIMIT_IPS_MAX, REQUEST_TIMEOUT,
+    SSE_STREAM_MAX, WAIT_MS_MAX, WRITER_QUEUE_MAX,
 };
 use crate::store::{LogEntry, Reader, Store};
 
@@ -296,11 +297,47 @@ async fn timer_loop(
 
 // ---------- signatures ----------
 
+/// A cached key and how often it verified a signature without a table.
+struct CachedKey {
+    key: VerifyingKey,
+    plain_uses: AtomicU32,
+}
+
+/// Tables of multiples for the hot keys, in two generations: a hit in the old one moves
+/// the table to the new one; when the new one is full it becomes the old one (and the
+/// old one is dropped). Keys used all the time stay, at most `2 × KEY_TABLES_MAX` tables.
+#[derive(Default)]
+struct HotTables {
+    new: foldhash::HashMap<Address, Arc<KeyTable>>,
+    old: foldhash::HashMap<Address, Arc<KeyTable>>,
+}
+
+impl HotTables {
+    fn get(&mut self, address: &Address) -> Option<Arc<KeyTable>> {
+        if let Some(t) = self.new.get(address) {
+            return Some(t.clone());
+        }
+        let t = self.old.remove(address)?;
+        self.insert(address.clone(), t.clone());
+        Some(t)
+    }
+
+    fn insert(&mut self, address: Address, table: Arc<KeyTable>) {
+        if self.new.len() >= KEY_TABLES_MAX {
+            self.old = std::mem::take(&mut self.new);
+        }
+        self.new.insert(address, table);
+    }
+}
+
 /// Address → public key, learnt from the first recovered signature of each account, so
-/// later requests need one ECDSA verification instead of a key recovery.
+/// later requests need one ECDSA verification instead of a key recovery; keys that keep
+/// signing get a table of multiples ([`KeyTable`]) that makes the verification about
+/// three times cheaper still.
 #[derive(Default)]
 struct KeyCache {
-    keys: RwLock<HashMap<Address, VerifyingKey>>,
+    keys: RwLock<foldhash::HashMap<Address, Arc<CachedKey>>>,
+    tables: Mutex<HotTables>,
 }
 
 impl KeyCache {
@@ -315,28 +352,45 @@ impl KeyCache {
                     .into(),
             ));
         }
-        let known = self.keys.read().expect("key cache lock").get(&address).copied();
+        let hash = message_hash(&env.message);
+        let not_signed = || unauthorized(format!("signature does not match address {address}"));
+        let table = self.tables.lock().expect("key table lock").get(&address);
+        if let Some(table) = table {
+            metrics.signature_cache_hits.fetch_add(1, Ordering::Relaxed);
+            if !table.verify_prehash(&hash, &sig.signature) {
+                return Err(not_signed());
+            }
+            return Ok(address);
+        }
+        let known = self.keys.read().expect("key cache lock").get(&address).cloned();
         match known {
-            Some(key) => {
+            Some(cached) => {
                 metrics.signature_cache_hits.fetch_add(1, Ordering::Relaxed);
-                verify_with_key(&key, &env.signature, &env.message)
+                verify_prehash(&cached.key, &hash, &sig)
                     .map_err(|e| unauthorized(e.to_string()))?;
+                let uses = cached.plain_uses.fetch_add(1, Ordering::Relaxed) + 1;
+                if uses.is_multiple_of(KEY_TABLE_AFTER_USES) {
+                    // Built once the key has proven busy (again, if its table was
+                    // dropped), so a table never costs more than a few of the
+                    // verifications it replaces.
+                    let table = Arc::new(KeyTable::new(&cached.key));
+                    self.tables.lock().expect("key table lock").insert(address.clone(), table);
+                }
             }
             None => {
                 metrics.signature_recoveries.fetch_add(1, Ordering::Relaxed);
-                let key = sig
-                    .recover(&message_hash(&env.message))
-                    .map_err(|e| unauthorized(e.to_string()))?;
+                let key = sig.recover(&hash).map_err(|e| unauthorized(e.to_string()))?;
                 if bitwrk_protocol::Address::from_verifying_key(&key) != address {
-                    return Err(unauthorized(format!(
-                        "signature does not match address {address}"
-                    )));
+                    return Err(not_signed());
                 }
                 let mut keys = self.keys.write().expect("key cache lock");
                 if keys.len() >= KEY_CACHE_MAX {
                     keys.clear();
                 }
-                keys.insert(address.clone(), key);
+                keys.insert(
+                    address.clone(),
+                    Arc::new(CachedKey { key, plain_uses: AtomicU32::new(0) }),
+                );
             }
         }
         Ok(address)
@@ -999,7 +1053,12 @@ pub async fn serve(
     use anyhow::Context as _;
     config.validate()?;
     let cfg = config.clone();
-    let (store, core, replayed) = tokio::task::spawn_blocking(move || load(&cfg)).await??;
+    let (store, core, replayed) = tokio::task::spawn_blocking(move || {
+        // The generator's table for cached-key verification, built now, not on a request.
+        bitwrk_protocol::fast_verify::warm_up();
+        load(&cfg)
+    })
+    .await??;
     let reader = Reader::open(&config.db_path).context("opening a reader connection")?;
     let ledger = core.ledger_view();
     let exchange_id = core.rules().exchange_id.clone();

@@ -362,9 +362,14 @@ pub fn verify_message(address: &str, signature_b64: &str, message: &str) -> Resu
 /// Verify against a public key already known for the address (the verifier's cache):
 /// a plain ECDSA verification, cheaper than recovery. Still refuses high S.
 pub fn verify_with_key(key: &VerifyingKey, signature_b64: &str, message: &str) -> Result<()> {
-    use k256::ecdsa::signature::hazmat::PrehashVerifier;
     let sig = CompactSignature::from_base64(signature_b64)?;
-    key.verify_prehash(&message_hash(message), &sig.signature)
+    verify_prehash(key, &message_hash(message), &sig)
+}
+
+/// [`verify_with_key`] for a signature already decoded and a message already hashed.
+pub fn verify_prehash(key: &VerifyingKey, hash: &[u8; 32], sig: &CompactSignature) -> Result<()> {
+    use k256::ecdsa::signature::hazmat::PrehashVerifier;
+    key.verify_prehash(hash, &sig.signature)
         .map_err(|_| IdentityError::NotSigned(Address::from_verifying_key(key).to_string()))
 }
 

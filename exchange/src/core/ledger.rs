@@ -1,7 +1,7 @@
 //! The ledger: available and blocked money per account, the fee account, and running
 //! totals so that conservation is checked in O(1) after every change.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use bitwrk_protocol::{Address, Sat};
 
@@ -29,7 +29,7 @@ impl Ledger {
     pub fn new(starting_capital: Sat) -> Ledger {
         Ledger {
             starting_capital: starting_capital.0,
-            accounts: HashMap::new(),
+            accounts: HashMap::default(),
             created: 0,
             available_total: 0,
             blocked_total: 0,
