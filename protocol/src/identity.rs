@@ -8,9 +8,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use base64::Engine as _;
-use k256::ecdsa::{RecoveryId, Signature, SigningKey};
 /// A public key (re-exported, so verifiers need no k256 dependency of their own).
 pub use k256::ecdsa::VerifyingKey;
+use k256::ecdsa::{RecoveryId, Signature, SigningKey};
 use ripemd::Ripemd160;
 use sha2::{Digest, Sha256};
 
