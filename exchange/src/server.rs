@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
@@ -18,12 +18,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use bitwrk_protocol::api::{ApiLimits, ErrorBody, Info, PublishRequest, WaitQuery};
-use bitwrk_protocol::fast_verify::KeyTable;
-use bitwrk_protocol::identity::{CompactSignature, message_hash, verify_prehash};
+use bitwrk_protocol::fast_verify::{Checked, KeyCache};
+use bitwrk_protocol::identity::{CompactSignature, message_hash};
 use bitwrk_protocol::manifest::Runtime;
 use bitwrk_protocol::message::{Message, Operation, VALID_AHEAD_S_MAX};
 use bitwrk_protocol::{Address, Envelope, Hash32, Id};
-use k256::ecdsa::VerifyingKey;
 use tokio::sync::{mpsc, oneshot, watch};
 use tower::limit::ConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -297,50 +296,18 @@ async fn timer_loop(
 
 // ---------- signatures ----------
 
-/// A cached key and how often it verified a signature without a table.
-struct CachedKey {
-    key: VerifyingKey,
-    plain_uses: AtomicU32,
-}
+/// The exchange's signature check: the envelope's address must be a compressed-key
+/// account, and its signature is checked through the shared [`KeyCache`] (a recovery for
+/// an address's first request, then its cached key, then a table of multiples).
+struct Signatures(KeyCache);
 
-/// Tables of multiples for the hot keys, in two generations: a hit in the old one moves
-/// the table to the new one; when the new one is full it becomes the old one (and the
-/// old one is dropped). Keys used all the time stay, at most `2 × KEY_TABLES_MAX` tables.
-#[derive(Default)]
-struct HotTables {
-    new: foldhash::HashMap<Address, Arc<KeyTable>>,
-    old: foldhash::HashMap<Address, Arc<KeyTable>>,
-}
-
-impl HotTables {
-    fn get(&mut self, address: &Address) -> Option<Arc<KeyTable>> {
-        if let Some(t) = self.new.get(address) {
-            return Some(t.clone());
-        }
-        let t = self.old.remove(address)?;
-        self.insert(address.clone(), t.clone());
-        Some(t)
-    }
-
-    fn insert(&mut self, address: Address, table: Arc<KeyTable>) {
-        if self.new.len() >= KEY_TABLES_MAX {
-            self.old = std::mem::take(&mut self.new);
-        }
-        self.new.insert(address, table);
+impl Default for Signatures {
+    fn default() -> Signatures {
+        Signatures(KeyCache::new(KEY_CACHE_MAX, KEY_TABLES_MAX, KEY_TABLE_AFTER_USES))
     }
 }
 
-/// Address → public key, learnt from the first recovered signature of each account, so
-/// later requests need one ECDSA verification instead of a key recovery; keys that keep
-/// signing get a table of multiples ([`KeyTable`]) that makes the verification about
-/// three times cheaper still.
-#[derive(Default)]
-struct KeyCache {
-    keys: RwLock<foldhash::HashMap<Address, Arc<CachedKey>>>,
-    tables: Mutex<HotTables>,
-}
-
-impl KeyCache {
+impl Signatures {
     fn verify(&self, env: &Envelope, metrics: &Metrics) -> ApiResult<Address> {
         let unauthorized = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", m);
         let address: Address = env.address.parse().map_err(|e| unauthorized(format!("{e}")))?;
@@ -352,47 +319,15 @@ impl KeyCache {
                     .into(),
             ));
         }
-        let hash = message_hash(&env.message);
-        let not_signed = || unauthorized(format!("signature does not match address {address}"));
-        let table = self.tables.lock().expect("key table lock").get(&address);
-        if let Some(table) = table {
-            metrics.signature_cache_hits.fetch_add(1, Ordering::Relaxed);
-            if !table.verify_prehash(&hash, &sig.signature) {
-                return Err(not_signed());
-            }
-            return Ok(address);
-        }
-        let known = self.keys.read().expect("key cache lock").get(&address).cloned();
-        match known {
-            Some(cached) => {
-                metrics.signature_cache_hits.fetch_add(1, Ordering::Relaxed);
-                verify_prehash(&cached.key, &hash, &sig)
-                    .map_err(|e| unauthorized(e.to_string()))?;
-                let uses = cached.plain_uses.fetch_add(1, Ordering::Relaxed) + 1;
-                if uses.is_multiple_of(KEY_TABLE_AFTER_USES) {
-                    // Built once the key has proven busy (again, if its table was
-                    // dropped), so a table never costs more than a few of the
-                    // verifications it replaces.
-                    let table = Arc::new(KeyTable::new(&cached.key));
-                    self.tables.lock().expect("key table lock").insert(address.clone(), table);
-                }
-            }
-            None => {
-                metrics.signature_recoveries.fetch_add(1, Ordering::Relaxed);
-                let key = sig.recover(&hash).map_err(|e| unauthorized(e.to_string()))?;
-                if bitwrk_protocol::Address::from_verifying_key(&key) != address {
-                    return Err(not_signed());
-                }
-                let mut keys = self.keys.write().expect("key cache lock");
-                if keys.len() >= KEY_CACHE_MAX {
-                    keys.clear();
-                }
-                keys.insert(
-                    address.clone(),
-                    Arc::new(CachedKey { key, plain_uses: AtomicU32::new(0) }),
-                );
-            }
-        }
+        let checked = self
+            .0
+            .verify(&address, &message_hash(&env.message), &sig)
+            .map_err(|e| unauthorized(e.to_string()))?;
+        let counter = match checked {
+            Checked::Table | Checked::Key => &metrics.signature_cache_hits,
+            Checked::Recovered => &metrics.signature_recoveries,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         Ok(address)
     }
 }
@@ -461,7 +396,7 @@ struct AppState {
     core: Arc<Mutex<Core>>,
     jobs: mpsc::Sender<Job>,
     notifier: Arc<Notifier>,
-    keys: KeyCache,
+    keys: Signatures,
     reader: Mutex<Reader>,
     metrics: Arc<Metrics>,
     rate: RateLimiter,
@@ -1092,7 +1027,7 @@ pub async fn serve(
         core,
         jobs,
         notifier,
-        keys: KeyCache::default(),
+        keys: Signatures::default(),
         reader: Mutex::new(reader),
         metrics,
         rate: RateLimiter {

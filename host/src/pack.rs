@@ -147,18 +147,10 @@ impl Pack {
 
     /// Whether the object is here; one in the older generation is carried forward.
     pub fn has(&self, h: &Hash32) -> bool {
-        let loc = {
-            let i = self.inner.lock().expect("pack lock");
-            if i.current.index.contains_key(h) {
-                return true;
-            }
-            match i.older.as_ref().and_then(|g| g.index.get(h).map(|l| (g.file.clone(), *l))) {
-                Some(l) => l,
-                None => return false,
-            }
-        };
-        // Carry it forward so it outlives the next rotation.
-        matches!(self.read_at(h, loc, true), Found::Data(_))
+        if self.inner.lock().expect("pack lock").current.index.contains_key(h) {
+            return true;
+        }
+        matches!(self.get(h), Found::Data(_))
     }
 
     /// Read an object and check it against its name.
@@ -201,28 +193,24 @@ impl Pack {
     }
 
     /// Append an object (at most [`PACK_OBJECT_BYTES_MAX`] bytes), unless the current
-    /// generation has it. Returns the bytes it added to the packs (negative: a rotation
-    /// dropped the older generation).
-    pub fn put(&self, h: &Hash32, data: &[u8]) -> std::io::Result<i64> {
+    /// generation has it. Returns whether it was appended.
+    pub fn put(&self, h: &Hash32, data: &[u8]) -> std::io::Result<bool> {
         assert!(data.len() <= PACK_OBJECT_BYTES_MAX, "object too large for the pack");
         let mut i = self.inner.lock().expect("pack lock");
         if i.current.index.contains_key(h) {
-            return Ok(0);
+            return Ok(false);
         }
-        let mut delta = 0i64;
         if i.current.len + HEADER + data.len() as u64 > self.generation_max {
             let next = Generation::create(&self.dir, i.current.number + 1)?;
             let old = std::mem::replace(&mut i.current, next);
             if let Some(dropped) = i.older.replace(old) {
                 // Readers holding its file keep reading the unlinked inode.
                 fs::remove_file(&dropped.path)?;
-                delta -= dropped.len as i64;
                 tracing::info!(pack = %dropped.path.display(), objects = dropped.index.len(), "older pack generation dropped");
             }
         }
-        let before = i.current.len;
         i.current.append(h, data)?;
-        Ok(delta + (i.current.len - before) as i64)
+        Ok(true)
     }
 }
 
@@ -248,8 +236,8 @@ mod tests {
         let p = Pack::open(dir.path(), 1 << 20).unwrap();
         let objs: Vec<_> = (0..50).map(|i| obj(i, 100 + i as usize * 7)).collect();
         for (h, d) in &objs {
-            assert!(p.put(h, d).unwrap() > 0);
-            assert_eq!(p.put(h, d).unwrap(), 0, "the same object twice is stored once");
+            assert!(p.put(h, d).unwrap());
+            assert!(!p.put(h, d).unwrap(), "the same object twice is stored once");
         }
         drop(p);
         let p = Pack::open(dir.path(), 1 << 20).unwrap();

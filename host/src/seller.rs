@@ -15,8 +15,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bitwrk_protocol::api::{ArticleEntry, BidState, BidView, ErrorBody, TxView};
-use bitwrk_protocol::fast_verify::KeyTable;
-use bitwrk_protocol::identity::{CompactSignature, VerifyingKey, message_hash, verify_prehash};
+use bitwrk_protocol::fast_verify::KeyCache;
+use bitwrk_protocol::identity::{CompactSignature, message_hash};
 use bitwrk_protocol::manifest::Runtime;
 use bitwrk_protocol::message::receipt_text;
 use bitwrk_protocol::transfer::{
@@ -148,7 +148,9 @@ pub struct Seller {
     loaded: tokio::sync::Mutex<HashMap<Hash32, Arc<bitwrk_runtime::LoadedArticle>>>,
     /// The bidders, so a stop can wait until they cancelled their open bids.
     bidders: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    buyer_keys: BuyerKeys,
+    /// Buyers' keys, learnt from their first receipt: a repeat buyer's receipt costs a
+    /// verification (with a table of multiples from the second one on), not a recovery.
+    buyer_keys: KeyCache,
 }
 
 /// Transfer errors as HTTP answers: `{"error": code, "message": text}`.
@@ -178,7 +180,7 @@ impl Seller {
             trades: Mutex::new(HashMap::new()),
             loaded: tokio::sync::Mutex::new(HashMap::new()),
             bidders: Mutex::new(Vec::new()),
-            buyer_keys: BuyerKeys::default(),
+            buyer_keys: KeyCache::new(limits::BUYER_KEYS_MAX, limits::BUYER_KEYS_MAX / 2, 1),
         })
     }
 
@@ -617,62 +619,6 @@ impl Seller {
     }
 }
 
-/// Buyers' public keys, learnt from their first receipt: a repeat buyer's receipt costs
-/// one verification with a table of multiples ([`KeyTable`], built on the second
-/// receipt) instead of a key recovery. At most [`limits::BUYER_KEYS_MAX`] buyers; the
-/// cache starts over when full.
-#[derive(Default)]
-struct BuyerKeys(Mutex<HashMap<String, BuyerKey>>);
-
-enum BuyerKey {
-    Seen(VerifyingKey),
-    Hot(Arc<KeyTable>),
-}
-
-impl BuyerKeys {
-    fn verify(&self, address: &str, signature_b64: &str, text: &str) -> Result<(), String> {
-        let sig = CompactSignature::from_base64(signature_b64).map_err(|e| e.to_string())?;
-        let hash = message_hash(text);
-        let not_signed = || format!("signature does not match address {address}");
-        let known = match self.0.lock().expect("buyer keys lock").get(address) {
-            Some(BuyerKey::Hot(t)) => Some(Ok(t.clone())),
-            Some(BuyerKey::Seen(k)) => Some(Err(*k)),
-            None => None,
-        };
-        match known {
-            Some(Ok(table)) => {
-                table.verify_prehash(&hash, &sig.signature).then_some(()).ok_or_else(not_signed)
-            }
-            Some(Err(key)) => {
-                verify_prehash(&key, &hash, &sig).map_err(|_| not_signed())?;
-                let table = Arc::new(KeyTable::new(&key));
-                self.insert(address, BuyerKey::Hot(table));
-                Ok(())
-            }
-            None => {
-                if sig.recover_address(&hash).map_err(|e| e.to_string())?.as_str() != address {
-                    return Err(not_signed());
-                }
-                if sig.compressed {
-                    self.insert(
-                        address,
-                        BuyerKey::Seen(sig.recover(&hash).map_err(|e| e.to_string())?),
-                    );
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn insert(&self, address: &str, key: BuyerKey) {
-        let mut m = self.0.lock().expect("buyer keys lock");
-        if m.len() >= limits::BUYER_KEYS_MAX && !m.contains_key(address) {
-            m.clear();
-        }
-        m.insert(address.to_string(), key);
-    }
-}
-
 /// A work's inputs, by name, reassembled from their chunks.
 type Inputs = Vec<(String, Vec<u8>)>;
 
@@ -884,7 +830,7 @@ async fn chunks(
     };
     seller.maybe_start(&trade);
     // The batch that completed the work may wait for the run and answer with its result.
-    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0).min(tl::RESULT_WAIT_MS_MAX));
+    let wait = q.wait();
     if still_missing == 0 && !wait.is_zero() {
         let stage = wait_done(&trade, wait).await;
         if matches!(stage, Stage::Ready(_) | Stage::Failed(..)) {
@@ -935,13 +881,20 @@ struct WaitParams {
     wait_ms: Option<u64>,
 }
 
+impl WaitParams {
+    /// The wait asked for, capped like every result poll.
+    fn wait(&self) -> Duration {
+        Duration::from_millis(self.wait_ms.unwrap_or(0).min(tl::RESULT_WAIT_MS_MAX))
+    }
+}
+
 async fn result(
     State(seller): State<Arc<Seller>>,
     Path(tx): Path<String>,
     Query(q): Query<WaitParams>,
 ) -> Result<Response, ApiError> {
     let trade = seller.trade_of(&tx)?;
-    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0).min(tl::RESULT_WAIT_MS_MAX));
+    let wait = q.wait();
     Ok(stage_response(wait_done(&trade, wait).await))
 }
 
@@ -970,13 +923,18 @@ async fn receipt(
     };
     let view = seller.committed_view(&trade).await?;
     let text = receipt_text(seller.node.exchange.exchange_id(), &trade.tx, &sealed.hash);
-    seller.buyer_keys.verify(view.buyer.as_str(), &body.receipt, &text).map_err(|e| {
+    let forbidden = |e: String| {
         ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!("the receipt is not the buyer's signature over the result: {e}"),
         )
-    })?;
+    };
+    let sig = CompactSignature::from_base64(&body.receipt).map_err(|e| forbidden(e.to_string()))?;
+    seller
+        .buyer_keys
+        .verify(&view.buyer, &message_hash(&text), &sig)
+        .map_err(|e| forbidden(e.to_string()))?;
     let mut posted = trade.result_posted.lock().await;
     let key = Some(Hash32(sealed.key));
     if let Some(version) = *posted {

@@ -17,7 +17,8 @@
 //! with one batched inversion. Verification uses public data only, so variable time
 //! (skipping zero digits) is fine.
 
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 
 use k256::ecdsa::{Signature, VerifyingKey};
 use k256::elliptic_curve::BatchNormalize;
@@ -25,6 +26,8 @@ use k256::elliptic_curve::ops::{Invert, Reduce};
 use k256::elliptic_curve::point::AffineCoordinates;
 use k256::elliptic_curve::scalar::IsHigh;
 use k256::{AffinePoint, FieldBytes, ProjectivePoint, Scalar};
+
+use crate::identity::{Address, CompactSignature, IdentityError, verify_prehash};
 
 /// Digit width of the generator's table: 37 windows of 64 affine points (≈ 204 KiB,
 /// built once per process).
@@ -200,9 +203,166 @@ impl KeyTable {
     }
 }
 
+/// How [`KeyCache::verify`] checked a signature (for metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// With the key's table of multiples.
+    Table,
+    /// With the cached key, plainly.
+    Key,
+    /// By recovering the key (first signature of the address, or an uncompressed key).
+    Recovered,
+}
+
+/// A cached key and how often it verified a signature without a table.
+struct CachedKey {
+    key: VerifyingKey,
+    plain_uses: AtomicU32,
+}
+
+/// Tables of multiples for the hot keys, in two generations: a hit in the old one moves
+/// the table to the new one; when the new one is full it becomes the old one (and the
+/// old one is dropped). Keys used all the time stay, at most `2 × tables_max` tables.
+#[derive(Default)]
+struct HotTables {
+    new: foldhash::HashMap<Address, Arc<KeyTable>>,
+    old: foldhash::HashMap<Address, Arc<KeyTable>>,
+}
+
+impl HotTables {
+    fn get(&mut self, address: &Address, max: usize) -> Option<Arc<KeyTable>> {
+        if let Some(t) = self.new.get(address) {
+            return Some(t.clone());
+        }
+        let t = self.old.remove(address)?;
+        self.insert(address.clone(), t.clone(), max);
+        Some(t)
+    }
+
+    fn insert(&mut self, address: Address, table: Arc<KeyTable>, max: usize) {
+        if self.new.len() >= max {
+            self.old = std::mem::take(&mut self.new);
+        }
+        self.new.insert(address, table);
+    }
+}
+
+/// Address → public key, learnt from the first recovered signature of each address, so
+/// later signatures need one ECDSA verification instead of a key recovery; keys that
+/// keep signing get a [`KeyTable`], which makes the verification cheaper still. Used by
+/// the exchange for every envelope and by sellers for buyers' receipts.
+pub struct KeyCache {
+    keys_max: usize,
+    tables_max: usize,
+    table_after_uses: u32,
+    keys: RwLock<foldhash::HashMap<Address, Arc<CachedKey>>>,
+    tables: Mutex<HotTables>,
+}
+
+impl KeyCache {
+    /// At most `keys_max` keys (the cache starts over when full) and `2 × tables_max`
+    /// tables; a key gets its table after `table_after_uses` plain verifications.
+    pub fn new(keys_max: usize, tables_max: usize, table_after_uses: u32) -> KeyCache {
+        KeyCache {
+            keys_max,
+            tables_max,
+            table_after_uses: table_after_uses.max(1),
+            keys: RwLock::default(),
+            tables: Mutex::default(),
+        }
+    }
+
+    /// Check that `sig` over the message hash `hash` was made by `address`'s key.
+    pub fn verify(
+        &self,
+        address: &Address,
+        hash: &[u8; 32],
+        sig: &CompactSignature,
+    ) -> Result<Checked, IdentityError> {
+        let not_signed = || IdentityError::NotSigned(address.to_string());
+        if !sig.compressed {
+            // Accounts are compressed keys; an uncompressed one is checked, never cached.
+            return if sig.recover_address(hash)? == *address {
+                Ok(Checked::Recovered)
+            } else {
+                Err(not_signed())
+            };
+        }
+        let table = self.tables.lock().expect("key table lock").get(address, self.tables_max);
+        if let Some(table) = table {
+            return if table.verify_prehash(hash, &sig.signature) {
+                Ok(Checked::Table)
+            } else {
+                Err(not_signed())
+            };
+        }
+        let known = self.keys.read().expect("key cache lock").get(address).cloned();
+        if let Some(cached) = known {
+            verify_prehash(&cached.key, hash, sig)?;
+            let uses = cached.plain_uses.fetch_add(1, Ordering::Relaxed) + 1;
+            if uses.is_multiple_of(self.table_after_uses) {
+                // Built once the key has proven busy (again, if its table was dropped),
+                // so a table never costs more than a few of the verifications it replaces.
+                let table = Arc::new(KeyTable::new(&cached.key));
+                self.tables.lock().expect("key table lock").insert(
+                    address.clone(),
+                    table,
+                    self.tables_max,
+                );
+            }
+            return Ok(Checked::Key);
+        }
+        let key = sig.recover(hash)?;
+        if Address::from_verifying_key(&key) != *address {
+            return Err(not_signed());
+        }
+        let mut keys = self.keys.write().expect("key cache lock");
+        if keys.len() >= self.keys_max {
+            keys.clear();
+        }
+        keys.insert(address.clone(), Arc::new(CachedKey { key, plain_uses: AtomicU32::new(0) }));
+        Ok(Checked::Recovered)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_cache_recovers_then_verifies_with_the_key_then_with_a_table() {
+        use crate::identity::{PrivateKey, message_hash};
+        let cache = KeyCache::new(16, 4, 2);
+        let k = PrivateKey::generate();
+        let other = PrivateKey::generate();
+        let check = |signer: &PrivateKey, msg: &str| {
+            let sig = CompactSignature::from_base64(&signer.sign_message(msg)).unwrap();
+            cache.verify(&k.address(), &message_hash(msg), &sig)
+        };
+        // Another key's signature is refused at every stage.
+        let refused = |c: &dyn Fn(&PrivateKey, &str) -> Result<Checked, IdentityError>| {
+            assert!(matches!(c(&other, "x"), Err(IdentityError::NotSigned(_))));
+        };
+        refused(&check);
+        assert_eq!(check(&k, "a").unwrap(), Checked::Recovered);
+        refused(&check);
+        assert_eq!(check(&k, "b").unwrap(), Checked::Key);
+        assert_eq!(check(&k, "c").unwrap(), Checked::Key);
+        // Two plain uses: the table is built and used from now on.
+        assert_eq!(check(&k, "d").unwrap(), Checked::Table);
+        refused(&check);
+        // An uncompressed key of the same secret is another address: checked, not cached.
+        let u = PrivateKey::from_secret_bytes(&[7u8; 32], false).unwrap();
+        let sig = CompactSignature::from_base64(&u.sign_message("e")).unwrap();
+        assert_eq!(
+            cache.verify(&u.address(), &message_hash("e"), &sig).unwrap(),
+            Checked::Recovered
+        );
+        assert_eq!(
+            cache.verify(&u.address(), &message_hash("e"), &sig).unwrap(),
+            Checked::Recovered
+        );
+    }
     use k256::ecdsa::SigningKey;
     use k256::ecdsa::signature::hazmat::PrehashVerifier;
     use proptest::prelude::*;
