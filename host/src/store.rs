@@ -145,6 +145,9 @@ impl Store {
         let write = tokio::task::spawn_blocking(move || {
             let r = me.put_hashed(&h, &data);
             if queued {
+                if let Err(e) = &r {
+                    tracing::error!(object = %h, error = %e, "write-behind failed");
+                }
                 let mut p = me.pending.lock().expect("pending lock");
                 if p.objects.remove(&h).is_some() {
                     p.bytes -= data.len() as u64;
@@ -153,13 +156,7 @@ impl Store {
             r
         });
         if queued {
-            tokio::spawn(async move {
-                match write.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(object = %h, error = %e, "write-behind failed"),
-                    Err(e) => tracing::error!(object = %h, error = %e, "write-behind task failed"),
-                }
-            });
+            // Detached: the write finishes (or logs its failure) on the blocking pool.
             return Ok(());
         }
         write.await.map_err(|e| StoreError::Io {
