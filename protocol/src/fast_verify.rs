@@ -22,10 +22,11 @@ use std::sync::{Arc, LazyLock, Mutex, RwLock};
 
 use k256::ecdsa::{Signature, VerifyingKey};
 use k256::elliptic_curve::BatchNormalize;
+use k256::elliptic_curve::hazmat::FieldArithmetic;
 use k256::elliptic_curve::ops::{Invert, Reduce};
 use k256::elliptic_curve::point::AffineCoordinates;
 use k256::elliptic_curve::scalar::IsHigh;
-use k256::{AffinePoint, FieldBytes, ProjectivePoint, Scalar};
+use k256::{AffinePoint, FieldBytes, ProjectivePoint, Scalar, Secp256k1};
 
 use crate::identity::{Address, CompactSignature, IdentityError, verify_prehash};
 
@@ -37,6 +38,133 @@ pub const Q_WINDOW: u32 = 6;
 /// A key's table stores every `Q_COMBS`-th window only.
 pub const Q_COMBS: usize = 4;
 
+/// k256's field element: 5×52-bit limbs with lazy reduction. Every value carries a
+/// *magnitude* (how many multiples of p it may exceed its value by); `mul` and `square`
+/// take inputs of magnitude ≤ 8 and give magnitude 1, `a + b` adds magnitudes,
+/// `negate(m)` needs an input of magnitude ≤ m and gives m + 1, `normalize_weak` gives 1.
+/// The magnitude of every value below is noted as `mN`.
+type Fe = <Secp256k1 as FieldArithmetic>::FieldElement;
+
+/// A point in affine coordinates (both m1); never the identity.
+#[derive(Clone, Copy)]
+struct Affine {
+    x: Fe,
+    y: Fe,
+}
+
+impl Affine {
+    fn from_k256(p: &AffinePoint) -> Affine {
+        let fe = |b: FieldBytes| Option::<Fe>::from(Fe::from_bytes(&b)).expect("a coordinate");
+        Affine { x: fe(p.x()), y: fe(p.y()) }
+    }
+}
+
+/// A point in Jacobian coordinates, `(X/Z², Y/Z³)`, each coordinate m1.
+///
+/// k256's own points use complete (branch-free) formulas, which cost about a third more
+/// field multiplications; verification handles public data only, so the classic
+/// variable-time formulas for `y² = x³ + 7` are used here (as in libsecp256k1's
+/// `gej_double_var` / `gej_add_ge_var`).
+#[derive(Clone, Copy)]
+struct Jacobian {
+    x: Fe,
+    y: Fe,
+    z: Fe,
+    infinity: bool,
+}
+
+impl Jacobian {
+    const IDENTITY: Jacobian = Jacobian { x: Fe::ZERO, y: Fe::ONE, z: Fe::ZERO, infinity: true };
+
+    /// `self = 2·self` (3 multiplications, 4 squarings). secp256k1 has no point of
+    /// order 2, so only the identity doubles to the identity.
+    fn double(&mut self) {
+        if self.infinity {
+            return;
+        }
+        let yy = self.y.square(); // m1
+        let s = (self.x * &yy).mul_single(4).normalize_weak(); // S = 4·X·Y², m1
+        let m = self.x.square().mul_single(3); // M = 3·X², m3
+        let x3 = (m.square() + &s.double().negate(2)).normalize_weak(); // M² − 2S
+        let y3 = (m * &(s + &x3.negate(1))) + &yy.square().mul_single(8).normalize_weak().negate(1);
+        self.z = (self.y * &self.z).double().normalize_weak(); // 2·Y·Z
+        self.x = x3;
+        self.y = y3.normalize_weak(); // M·(S − X3) − 8·Y⁴
+    }
+
+    /// `self += ±p` (8 multiplications, 3 squarings).
+    fn add(&mut self, p: &Affine, negate: bool) {
+        let py = if negate { p.y.negate(1) } else { p.y }; // m2 or m1
+        if self.infinity {
+            *self = Jacobian { x: p.x, y: py.normalize_weak(), z: Fe::ONE, infinity: false };
+            return;
+        }
+        let zz = self.z.square(); // m1
+        let u2 = p.x * &zz; // m1
+        let s2 = (py * &zz) * &self.z; // m1
+        let h = u2 + &self.x.negate(1); // U2 − X1, m3
+        let r = s2 + &self.y.negate(1); // S2 − Y1, m3
+        if bool::from(h.normalizes_to_zero()) {
+            // Same x: the same point (double it) or its negation (the sum is the identity).
+            if bool::from(r.normalizes_to_zero()) {
+                self.double();
+            } else {
+                *self = Jacobian::IDENTITY;
+            }
+            return;
+        }
+        let hh = h.square(); // m1
+        let hhh = h * &hh; // m1
+        let t = self.x * &hh; // X1·H², m1
+        let x3 = (r.square() + &hhh.negate(1) + &t.double().negate(2)).normalize_weak();
+        let y3 = (r * &(t + &x3.negate(1))) + &(self.y * &hhh).negate(1);
+        self.z = self.z * &h;
+        self.x = x3; // R² − H³ − 2·X1·H²
+        self.y = y3.normalize_weak(); // R·(X1·H² − X3) − Y1·H³
+    }
+
+    /// Whether the affine x of this point, reduced mod n, equals the scalar `r`
+    /// (`r` in 1..n), without an inversion: `X == x·Z²` for `x = r` or `x = r + n < p`.
+    fn x_mod_n_is(&self, r: &Scalar) -> bool {
+        if self.infinity {
+            return false;
+        }
+        let zz = self.z.square();
+        let r_bytes = r.to_bytes();
+        let r_fe = Option::<Fe>::from(Fe::from_bytes(&r_bytes)).expect("r < n < p");
+        let matches = |x: Fe| bool::from((x * &zz + &self.x.negate(1)).normalizes_to_zero());
+        if matches(r_fe) {
+            return true;
+        }
+        // p − n: x in n..p reduces to x − n; such an x is r + n with r < p − n.
+        const P_MINUS_N: [u8; 32] = {
+            let mut b = [0u8; 32];
+            let tail = [
+                0x01, 0x45, 0x51, 0x23, 0x19, 0x50, 0xb7, 0x5f, 0xc4, 0x40, 0x2d, 0xa1, 0x72, 0x2f,
+                0xc9, 0xba, 0xee,
+            ];
+            let mut i = 0;
+            while i < tail.len() {
+                b[32 - tail.len() + i] = tail[i];
+                i += 1;
+            }
+            b
+        };
+        if r_bytes.as_slice() < P_MINUS_N.as_slice() {
+            let n_fe =
+                Option::<Fe>::from(Fe::from_bytes(&FieldBytes::from(N_BYTES))).expect("n < p");
+            return matches((r_fe + &n_fe).normalize_weak());
+        }
+        false
+    }
+}
+
+/// The group order n, big-endian.
+const N_BYTES: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe,
+    0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36, 0x41, 0x41,
+];
+
 /// Multiples `j·2^(w·s·i)·P` for `j = 1..=2^(w-1)`, for every stored window `i`, affine.
 struct Table {
     /// Digit width.
@@ -45,7 +173,7 @@ struct Table {
     combs: usize,
     /// Stored windows.
     stored: usize,
-    points: Vec<AffinePoint>,
+    points: Vec<Affine>,
 }
 
 /// Signed digits of a 256-bit scalar in base 2^w need this many windows (one more bit
@@ -78,33 +206,29 @@ impl Table {
         }
         let points =
             <ProjectivePoint as BatchNormalize<[ProjectivePoint]>>::batch_normalize_vartime(&proj);
+        let points = points.iter().map(Affine::from_k256).collect();
         Table { w, combs, stored, points }
     }
 
     /// `acc += d·2^(w·s·i)·P` for a signed digit `d` of stored window `i`.
     #[inline]
-    fn add_digit(&self, acc: &mut ProjectivePoint, i: usize, d: i32) {
+    fn add_digit(&self, acc: &mut Jacobian, i: usize, d: i32) {
         if d == 0 {
             return;
         }
         let half = 1usize << (self.w - 1);
-        let entry = &self.points[i * half + d.unsigned_abs() as usize - 1];
-        if d > 0 {
-            *acc += entry;
-        } else {
-            *acc -= entry;
-        }
+        acc.add(&self.points[i * half + d.unsigned_abs() as usize - 1], d < 0);
     }
 
     /// `acc += k·P`; `acc` must be the identity if `combs > 1` (it is doubled).
-    fn mul_add(&self, acc: &mut ProjectivePoint, k: &Scalar) {
+    fn mul_add(&self, acc: &mut Jacobian, k: &Scalar) {
         let mut digits = [0i32; MAX_WINDOWS];
         let n = windows(self.w);
         signed_digits(k, self.w, &mut digits[..n]);
         for t in (0..self.combs).rev() {
             if t != self.combs - 1 {
                 for _ in 0..self.w {
-                    *acc = acc.double();
+                    acc.double();
                 }
             }
             for i in 0..self.stored {
@@ -194,12 +318,10 @@ impl KeyTable {
         let s_inv: Scalar = *s.invert_vartime();
         let u1 = z * s_inv;
         let u2 = *r * s_inv;
-        let mut acc = ProjectivePoint::IDENTITY;
+        let mut acc = Jacobian::IDENTITY;
         self.table.mul_add(&mut acc, &u2);
         G_TABLE.mul_add(&mut acc, &u1);
-        let x = acc.to_affine().x();
-        // The identity's affine x is zero, which never equals a non-zero r.
-        *r == <Scalar as Reduce<FieldBytes>>::reduce(&x)
+        acc.x_mod_n_is(&r)
     }
 }
 
@@ -399,17 +521,115 @@ mod tests {
         }
     }
 
+    /// Affine coordinates of a Jacobian point (None for the identity), with an inversion.
+    use k256::elliptic_curve::group::Group as _;
+
+    fn affine_of(p: &Jacobian) -> Option<(FieldBytes, FieldBytes)> {
+        if p.infinity {
+            return None;
+        }
+        let zi = Option::<Fe>::from(p.z.invert()).expect("z of a finite point is not zero");
+        let zi2 = zi.square();
+        let x = (p.x * &zi2).normalize();
+        let y = (p.y * &(zi2 * &zi)).normalize();
+        Some((x.to_bytes(), y.to_bytes()))
+    }
+
+    fn affine_of_k256(p: &ProjectivePoint) -> Option<(FieldBytes, FieldBytes)> {
+        if bool::from(p.is_identity()) {
+            return None;
+        }
+        let a = p.to_affine();
+        Some((a.x(), a.y()))
+    }
+
+    fn jacobian_of(p: &ProjectivePoint) -> Jacobian {
+        let mut j = Jacobian::IDENTITY;
+        if !bool::from(p.is_identity()) {
+            j.add(&Affine::from_k256(&p.to_affine()), false);
+        }
+        j
+    }
+
     #[test]
     fn tables_multiply_like_k256() {
         let q = ProjectivePoint::GENERATOR * Scalar::from(12345u64);
-        for (w, combs) in [(4, 1), (5, 2), (6, 4), (7, 1), (6, 3)] {
+        for (w, combs) in [(4, 1), (5, 2), (6, 4), (7, 1), (6, 3), (8, 1), (8, 2)] {
             let t = Table::new(q, w, combs);
-            for k in [Scalar::ONE, -Scalar::ONE, Scalar::from(u64::MAX), -Scalar::from(977u64)] {
-                let mut acc = ProjectivePoint::IDENTITY;
+            for k in [
+                Scalar::ZERO,
+                Scalar::ONE,
+                -Scalar::ONE,
+                Scalar::from(u64::MAX),
+                -Scalar::from(977u64),
+            ] {
+                let mut acc = Jacobian::IDENTITY;
                 t.mul_add(&mut acc, &k);
-                assert_eq!(acc, q * k, "w={w} combs={combs}");
+                assert_eq!(affine_of(&acc), affine_of_k256(&(q * k)), "w={w} combs={combs}");
             }
         }
+    }
+
+    #[test]
+    fn jacobian_edge_cases_agree_with_k256() {
+        let g = ProjectivePoint::GENERATOR;
+        let p = g * Scalar::from(99u64);
+        let pa = Affine::from_k256(&p.to_affine());
+        // P + P goes through the doubling branch of the addition.
+        let mut a = jacobian_of(&p);
+        a.add(&pa, false);
+        assert_eq!(affine_of(&a), affine_of_k256(&p.double()));
+        // P + (−P) is the identity, and the identity plus P is P again.
+        let mut b = jacobian_of(&p);
+        b.add(&pa, true);
+        assert!(b.infinity);
+        b.add(&pa, false);
+        assert_eq!(affine_of(&b), affine_of_k256(&p));
+        // Doubling the identity keeps it; −P from the identity.
+        let mut c = Jacobian::IDENTITY;
+        c.double();
+        assert!(c.infinity);
+        c.add(&pa, true);
+        assert_eq!(affine_of(&c), affine_of_k256(&-p));
+        // A long chain of doublings and additions against k256's complete formulas.
+        let (mut j, mut k) = (jacobian_of(&g), g);
+        for i in 0..300u64 {
+            j.double();
+            k = k.double();
+            let e = g * Scalar::from(i * 7 + 1);
+            j.add(&Affine::from_k256(&e.to_affine()), i % 3 == 0);
+            k += if i % 3 == 0 { -e } else { e };
+        }
+        assert_eq!(affine_of(&j), affine_of_k256(&k));
+    }
+
+    #[test]
+    fn x_comparison_covers_x_at_or_above_n() {
+        // x_mod_n_is reads only X and Z, so it can be tried on x values no point has.
+        let fe = |b: [u8; 32]| Option::<Fe>::from(Fe::from_bytes(&FieldBytes::from(b))).unwrap();
+        let small = |v: u64| {
+            let mut b = [0u8; 32];
+            b[24..].copy_from_slice(&v.to_be_bytes());
+            b
+        };
+        let z = fe(small(3));
+        let zz = z.square();
+        let at = |x: Fe| Jacobian { x: (x * &zz).normalize_weak(), y: Fe::ONE, z, infinity: false };
+        let n_plus_5 = (fe(N_BYTES) + &fe(small(5))).normalize_weak();
+        assert!(at(n_plus_5).x_mod_n_is(&Scalar::from(5u64)));
+        assert!(!at(n_plus_5).x_mod_n_is(&Scalar::from(6u64)));
+        assert!(at(fe(small(5))).x_mod_n_is(&Scalar::from(5u64)));
+        assert!(!at(fe(small(5))).x_mod_n_is(&Scalar::from(4u64)));
+        // r at or above p − n: r + n would exceed p, so only x = r matches.
+        let mut p_minus_n = [0u8; 32];
+        p_minus_n[15..].copy_from_slice(&[
+            0x01, 0x45, 0x51, 0x23, 0x19, 0x50, 0xb7, 0x5f, 0xc4, 0x40, 0x2d, 0xa1, 0x72, 0x2f,
+            0xc9, 0xba, 0xee,
+        ]);
+        let r = <Scalar as Reduce<FieldBytes>>::reduce(&FieldBytes::from(p_minus_n));
+        assert!(at(fe(p_minus_n)).x_mod_n_is(&r));
+        assert!(!at((fe(p_minus_n) + &fe(N_BYTES)).normalize_weak()).x_mod_n_is(&r));
+        assert!(!Jacobian::IDENTITY.x_mod_n_is(&Scalar::ONE));
     }
 
     #[test]
