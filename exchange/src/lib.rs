@@ -51,6 +51,11 @@ pub struct Config {
     /// Requests per second per client IP (bursts of twice that); 0 switches it off.
     #[arg(long, env = "BITWRK_EXCHANGE_RATE_LIMIT_PER_S", default_value_t = limits::RATE_LIMIT_PER_S_DEFAULT)]
     pub rate_limit_per_s: u32,
+    /// Group commit: while requests keep coming from several clients, the writer holds a
+    /// commit open this long (microseconds) for more of them, so that one fsync covers
+    /// many requests. 0 commits whatever has arrived at once. A lone client never waits.
+    #[arg(long, env = "BITWRK_EXCHANGE_COMMIT_WINDOW_US", default_value_t = limits::COMMIT_WINDOW_US_DEFAULT)]
+    pub commit_window_us: u64,
 }
 
 /// The database's file name inside a data dir.
@@ -71,6 +76,7 @@ impl Default for Config {
             result_disputed_s: d.result_disputed_s,
             starting_capital_sat: 100_000_000,
             rate_limit_per_s: limits::RATE_LIMIT_PER_S_DEFAULT,
+            commit_window_us: limits::COMMIT_WINDOW_US_DEFAULT,
         }
     }
 }
@@ -100,6 +106,11 @@ impl Config {
                 crate::limits::DURATION_S_MAX
             );
         }
+        anyhow::ensure!(
+            self.commit_window_us <= crate::limits::COMMIT_WINDOW_US_MAX,
+            "--commit-window-us must be at most {}",
+            crate::limits::COMMIT_WINDOW_US_MAX
+        );
         anyhow::ensure!(
             self.starting_capital_sat <= crate::limits::PRICE_SAT_MAX,
             "--starting-capital-sat must be at most {}",

@@ -23,7 +23,8 @@ use bitwrk_protocol::identity::{CompactSignature, message_hash};
 use bitwrk_protocol::manifest::Runtime;
 use bitwrk_protocol::message::{Message, Operation, VALID_AHEAD_S_MAX};
 use bitwrk_protocol::{Address, Envelope, Hash32, Id};
-use tokio::sync::{mpsc, oneshot, watch};
+use std::sync::mpsc;
+use tokio::sync::{oneshot, watch};
 use tower::limit::ConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -189,24 +190,80 @@ struct Metrics {
 
 /// The writer: applies commands to the core in arrival order and commits each group of
 /// accepted ones in one SQLite transaction; only then are they answered and announced.
-fn writer_loop(
-    mut rx: mpsc::Receiver<Job>,
-    mut store: Store,
-    core: Arc<Mutex<Core>>,
-    notifier: Arc<Notifier>,
-    next_deadline: watch::Sender<Option<u64>>,
-    metrics: Arc<Metrics>,
+/// The writer's estimate of how fast jobs arrive: an exponential moving average over
+/// commit groups of (jobs in the group ÷ time since the previous group began).
+#[derive(Default)]
+struct ArrivalRate {
+    per_s: f64,
+    last_group: Option<Instant>,
+}
+
+impl ArrivalRate {
+    fn observe(&mut self, jobs: usize, group_started: Instant) {
+        if let Some(last) = self.last_group {
+            let dt = group_started.duration_since(last).as_secs_f64().max(1e-6);
+            self.per_s = 0.8 * self.per_s + 0.2 * (jobs as f64 / dt);
+        }
+        self.last_group = Some(group_started);
+    }
+
+    /// Jobs expected to arrive within `window` at the current rate.
+    fn expected_within(&self, window: Duration) -> f64 {
+        self.per_s * window.as_secs_f64()
+    }
+}
+
+/// One commit group: `first`, everything already queued, and, if `busy` (at the recent
+/// rate at least one more job is expected within the window), whatever arrives within
+/// `window` of now, so that one fsync covers them all. At low rates (a lone client, one
+/// machine's buyer and seller) a group is never held open; nor is it when a stop job is
+/// queued. At most [`COMMIT_GROUP_MAX`] jobs.
+fn gather<T>(
+    rx: &mpsc::Receiver<T>,
+    first: T,
+    is_stop: impl Fn(&T) -> bool,
+    busy: bool,
+    window: Duration,
+    batch: &mut Vec<T>,
 ) {
-    let mut batch = Vec::with_capacity(COMMIT_GROUP_MAX);
-    let mut stop = false;
-    while !stop && let Some(first) = rx.blocking_recv() {
-        batch.push(first);
+    let window_ends = Instant::now() + window;
+    batch.push(first);
+    let drain = |batch: &mut Vec<T>| {
         while batch.len() < COMMIT_GROUP_MAX {
             match rx.try_recv() {
                 Ok(j) => batch.push(j),
                 Err(_) => break,
             }
         }
+    };
+    drain(batch);
+    if !busy || batch.len() >= COMMIT_GROUP_MAX || batch.iter().any(&is_stop) {
+        return;
+    }
+    // Sleep through the window rather than wait on the channel: a receiver that waits
+    // is woken by every send (a futex call on the sender's side and a context switch
+    // here, per job), which cost more than the fsyncs saved.
+    std::thread::sleep(window_ends.saturating_duration_since(Instant::now()));
+    drain(batch);
+}
+
+fn writer_loop(
+    rx: mpsc::Receiver<Job>,
+    mut store: Store,
+    core: Arc<Mutex<Core>>,
+    notifier: Arc<Notifier>,
+    next_deadline: watch::Sender<Option<u64>>,
+    metrics: Arc<Metrics>,
+    commit_window: Duration,
+) {
+    let mut batch = Vec::with_capacity(COMMIT_GROUP_MAX);
+    let mut stop = false;
+    let mut arrivals = ArrivalRate::default();
+    while !stop && let Ok(first) = rx.recv() {
+        let started = Instant::now();
+        let busy = arrivals.expected_within(commit_window) >= 1.0;
+        gather(&rx, first, |j| matches!(j, Job::Stop), busy, commit_window, &mut batch);
+        arrivals.observe(batch.len(), started);
         let mut rows = Vec::new();
         let mut modules = Vec::new();
         let mut replies = Vec::new();
@@ -268,7 +325,7 @@ fn writer_loop(
 
 /// Sleeps until the next deadline and asks the writer to fire it.
 async fn timer_loop(
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::SyncSender<Job>,
     mut next_deadline: watch::Receiver<Option<u64>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -283,7 +340,7 @@ async fn timer_loop(
                 if next.is_some() {
                     // Wait until the writer has fired it, then look at the next deadline.
                     let (done, fired) = oneshot::channel();
-                    if jobs.send(Job::Tick(done)).await.is_err() || fired.await.is_err() {
+                    if jobs.try_send(Job::Tick(done)).is_err() || fired.await.is_err() {
                         return;
                     }
                 }
@@ -394,7 +451,7 @@ async fn rate_limit(State(st): State<Arc<AppState>>, req: Request, next: Next) -
 
 struct AppState {
     core: Arc<Mutex<Core>>,
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::SyncSender<Job>,
     notifier: Arc<Notifier>,
     keys: Signatures,
     reader: Mutex<Reader>,
@@ -415,10 +472,18 @@ impl AppState {
         module: Option<(Hash32, Vec<u8>)>,
     ) -> ApiResult<Answer> {
         let (reply, rx) = oneshot::channel();
+        // Never blocks: every job comes from a request (at most CONCURRENT_REQUESTS_MAX at
+        // once, each waiting for its answer) or from the timer (one at a time).
         self.jobs
-            .send(Job::Apply { cmd: Box::new(cmd), msg: Box::new(msg), module, reply })
-            .await
-            .map_err(|_| ApiError::internal("writer is gone"))?;
+            .try_send(Job::Apply { cmd: Box::new(cmd), msg: Box::new(msg), module, reply })
+            .map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "the writer's queue is full; try again",
+                ),
+                mpsc::TrySendError::Disconnected(_) => ApiError::internal("writer is gone"),
+            })?;
         let result = rx.await.map_err(|_| ApiError::internal("writer dropped the request"))?;
         match result {
             Ok(a) => Ok(a),
@@ -1001,7 +1066,8 @@ pub async fn serve(
     let core = Arc::new(Mutex::new(core));
     let notifier = Arc::new(Notifier::new());
     let metrics = Arc::new(Metrics::default());
-    let (jobs, rx) = mpsc::channel(WRITER_QUEUE_MAX);
+    let (jobs, rx) = mpsc::sync_channel(WRITER_QUEUE_MAX);
+    let commit_window = Duration::from_micros(config.commit_window_us);
     let (deadline_tx, deadline_rx) = watch::channel(next);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // If the writer stops on a broken invariant or a failed commit, the whole exchange
@@ -1013,7 +1079,7 @@ pub async fn serve(
             .name("bitwrk-exchange-writer".into())
             .spawn(move || {
                 let run = std::panic::AssertUnwindSafe(|| {
-                    writer_loop(rx, store, core, notifier, deadline_tx, metrics)
+                    writer_loop(rx, store, core, notifier, deadline_tx, metrics, commit_window)
                 });
                 if let Err(panic) = std::panic::catch_unwind(run) {
                     let _ = writer_died_tx.send(());
@@ -1051,10 +1117,97 @@ pub async fn serve(
     timer.abort();
     let _ = timer.await;
     // Commit everything accepted so far, then stop the writer and wait for it.
-    let _ = state.jobs.send(Job::Stop).await;
+    let _ = state.jobs.try_send(Job::Stop);
     drop(state);
     tokio::task::spawn_blocking(move || writer.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
     result.context("serving HTTP")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LONG: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn a_group_that_is_not_busy_takes_only_what_is_queued() {
+        let (tx, rx) = mpsc::sync_channel(16);
+        tx.send(2).unwrap();
+        let mut batch = Vec::new();
+        // The sender stays alive: waiting would hang the test for the whole window.
+        gather(&rx, 1, |_| false, false, LONG, &mut batch);
+        assert_eq!(batch, [1, 2]);
+        drop(tx);
+    }
+
+    #[test]
+    fn a_busy_group_takes_the_jobs_sent_within_its_window() {
+        let (tx, rx) = mpsc::sync_channel(16);
+        let (started_tx, started_rx) = mpsc::channel();
+        let sender = std::thread::spawn(move || {
+            // Sent once the writer is inside its window (two seconds, so that a slow
+            // machine still sends in time).
+            started_rx.recv().unwrap();
+            for j in 2..=4 {
+                tx.send(j).unwrap();
+            }
+        });
+        let mut batch = Vec::new();
+        started_tx.send(()).unwrap();
+        gather(&rx, 1, |_| false, true, Duration::from_secs(2), &mut batch);
+        sender.join().unwrap();
+        assert_eq!(batch, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_queued_stop_or_a_full_group_skips_the_window() {
+        let (tx, rx) = mpsc::sync_channel(COMMIT_GROUP_MAX + 8);
+        tx.send(0).unwrap();
+        let mut batch = Vec::new();
+        gather(&rx, 7, |&j| j == 0, true, LONG, &mut batch);
+        assert_eq!(batch, [7, 0]);
+        for j in 0..COMMIT_GROUP_MAX + 5 {
+            tx.send(j + 1).unwrap();
+        }
+        batch.clear();
+        gather(&rx, 1, |_| false, true, LONG, &mut batch);
+        assert_eq!(batch.len(), COMMIT_GROUP_MAX);
+        // The rest stays queued for the next group.
+        assert_eq!(rx.try_recv().unwrap(), COMMIT_GROUP_MAX);
+        drop(tx);
+    }
+
+    #[test]
+    fn only_a_high_arrival_rate_holds_groups_open() {
+        let window = Duration::from_micros(300);
+        let t0 = Instant::now();
+        let mut r = ArrivalRate::default();
+        r.observe(1, t0);
+        assert_eq!(r.expected_within(window), 0.0);
+        // One job every 10 ms (100/s): 0.03 expected in 300 µs.
+        for i in 1..=50 {
+            r.observe(1, t0 + Duration::from_millis(10 * i));
+        }
+        assert!(r.expected_within(window) < 0.05);
+        // Groups of 10 every millisecond (10 000/s): about 3 expected.
+        let t1 = t0 + Duration::from_millis(500);
+        for i in 1..=50 {
+            r.observe(10, t1 + Duration::from_millis(i));
+        }
+        assert!((r.expected_within(window) - 3.0).abs() < 0.1);
+        // A pause of a second lowers the estimate by a fifth per group.
+        r.observe(1, t1 + Duration::from_millis(1050));
+        assert!(r.expected_within(window) < 2.5);
+    }
+
+    #[test]
+    fn a_zero_window_never_waits() {
+        let (tx, rx) = mpsc::sync_channel(16);
+        let mut batch = Vec::new();
+        gather(&rx, 1, |_| false, true, Duration::ZERO, &mut batch);
+        assert_eq!(batch, [1]);
+        drop(tx);
+    }
 }

@@ -83,11 +83,11 @@ impl Jacobian {
             return;
         }
         let yy = self.y.square(); // m1
-        let s = (self.x * &yy).mul_single(4).normalize_weak(); // S = 4·X·Y², m1
+        let s = (self.x * yy).mul_single(4).normalize_weak(); // S = 4·X·Y², m1
         let m = self.x.square().mul_single(3); // M = 3·X², m3
-        let x3 = (m.square() + &s.double().negate(2)).normalize_weak(); // M² − 2S
-        let y3 = (m * &(s + &x3.negate(1))) + &yy.square().mul_single(8).normalize_weak().negate(1);
-        self.z = (self.y * &self.z).double().normalize_weak(); // 2·Y·Z
+        let x3 = (m.square() + s.double().negate(2)).normalize_weak(); // M² − 2S
+        let y3 = (m * (s + x3.negate(1))) + yy.square().mul_single(8).normalize_weak().negate(1);
+        self.z = (self.y * self.z).double().normalize_weak(); // 2·Y·Z
         self.x = x3;
         self.y = y3.normalize_weak(); // M·(S − X3) − 8·Y⁴
     }
@@ -100,10 +100,10 @@ impl Jacobian {
             return;
         }
         let zz = self.z.square(); // m1
-        let u2 = p.x * &zz; // m1
-        let s2 = (py * &zz) * &self.z; // m1
-        let h = u2 + &self.x.negate(1); // U2 − X1, m3
-        let r = s2 + &self.y.negate(1); // S2 − Y1, m3
+        let u2 = p.x * zz; // m1
+        let s2 = (py * zz) * self.z; // m1
+        let h = u2 + self.x.negate(1); // U2 − X1, m3
+        let r = s2 + self.y.negate(1); // S2 − Y1, m3
         if bool::from(h.normalizes_to_zero()) {
             // Same x: the same point (double it) or its negation (the sum is the identity).
             if bool::from(r.normalizes_to_zero()) {
@@ -114,11 +114,11 @@ impl Jacobian {
             return;
         }
         let hh = h.square(); // m1
-        let hhh = h * &hh; // m1
-        let t = self.x * &hh; // X1·H², m1
-        let x3 = (r.square() + &hhh.negate(1) + &t.double().negate(2)).normalize_weak();
-        let y3 = (r * &(t + &x3.negate(1))) + &(self.y * &hhh).negate(1);
-        self.z = self.z * &h;
+        let hhh = h * hh; // m1
+        let t = self.x * hh; // X1·H², m1
+        let x3 = (r.square() + hhh.negate(1) + t.double().negate(2)).normalize_weak();
+        let y3 = (r * (t + x3.negate(1))) + (self.y * hhh).negate(1);
+        self.z *= h;
         self.x = x3; // R² − H³ − 2·X1·H²
         self.y = y3.normalize_weak(); // R·(X1·H² − X3) − Y1·H³
     }
@@ -132,7 +132,7 @@ impl Jacobian {
         let zz = self.z.square();
         let r_bytes = r.to_bytes();
         let r_fe = Option::<Fe>::from(Fe::from_bytes(&r_bytes)).expect("r < n < p");
-        let matches = |x: Fe| bool::from((x * &zz + &self.x.negate(1)).normalizes_to_zero());
+        let matches = |x: Fe| bool::from((x * zz + self.x.negate(1)).normalizes_to_zero());
         if matches(r_fe) {
             return true;
         }
@@ -153,7 +153,7 @@ impl Jacobian {
         if r_bytes.as_slice() < P_MINUS_N.as_slice() {
             let n_fe =
                 Option::<Fe>::from(Fe::from_bytes(&FieldBytes::from(N_BYTES))).expect("n < p");
-            return matches((r_fe + &n_fe).normalize_weak());
+            return matches((r_fe + n_fe).normalize_weak());
         }
         false
     }
@@ -530,8 +530,8 @@ mod tests {
         }
         let zi = Option::<Fe>::from(p.z.invert()).expect("z of a finite point is not zero");
         let zi2 = zi.square();
-        let x = (p.x * &zi2).normalize();
-        let y = (p.y * &(zi2 * &zi)).normalize();
+        let x = (p.x * zi2).normalize();
+        let y = (p.y * (zi2 * zi)).normalize();
         Some((x.to_bytes(), y.to_bytes()))
     }
 
@@ -614,8 +614,8 @@ mod tests {
         };
         let z = fe(small(3));
         let zz = z.square();
-        let at = |x: Fe| Jacobian { x: (x * &zz).normalize_weak(), y: Fe::ONE, z, infinity: false };
-        let n_plus_5 = (fe(N_BYTES) + &fe(small(5))).normalize_weak();
+        let at = |x: Fe| Jacobian { x: (x * zz).normalize_weak(), y: Fe::ONE, z, infinity: false };
+        let n_plus_5 = (fe(N_BYTES) + fe(small(5))).normalize_weak();
         assert!(at(n_plus_5).x_mod_n_is(&Scalar::from(5u64)));
         assert!(!at(n_plus_5).x_mod_n_is(&Scalar::from(6u64)));
         assert!(at(fe(small(5))).x_mod_n_is(&Scalar::from(5u64)));
@@ -628,7 +628,7 @@ mod tests {
         ]);
         let r = <Scalar as Reduce<FieldBytes>>::reduce(&FieldBytes::from(p_minus_n));
         assert!(at(fe(p_minus_n)).x_mod_n_is(&r));
-        assert!(!at((fe(p_minus_n) + &fe(N_BYTES)).normalize_weak()).x_mod_n_is(&r));
+        assert!(!at((fe(p_minus_n) + fe(N_BYTES)).normalize_weak()).x_mod_n_is(&r));
         assert!(!Jacobian::IDENTITY.x_mod_n_is(&Scalar::ONE));
     }
 

@@ -35,7 +35,7 @@ struct Args {
     clients: usize,
     /// Bids signed in advance per client (signing is not what is measured); a client
     /// that runs out stops early.
-    #[arg(long, default_value_t = 2500)]
+    #[arg(long, default_value_t = 4000)]
     bids_per_client: usize,
 }
 

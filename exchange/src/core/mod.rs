@@ -211,7 +211,10 @@ enum DeadlineKind {
 
 struct NonceEntry {
     text_hash: Hash32,
-    answer: Answer,
+    /// Boxed: the map holds one entry per signed request for as long as its
+    /// `valid_until`, and an inline answer (as big as a transaction view) made each entry
+    /// ~8× larger, which made growing the map the writer's biggest cost.
+    answer: Box<Answer>,
 }
 
 /// The whole exchange state. See the module doc.
@@ -357,7 +360,7 @@ impl Core {
         let key = (signed.signer.clone(), msg.nonce);
         if let Some(seen) = self.nonces.get(&key) {
             if seen.text_hash == text_hash {
-                return Ok(Applied { answer: seen.answer.clone(), changed_state: false });
+                return Ok(Applied { answer: (*seen.answer).clone(), changed_state: false });
             }
             return Err(CoreError::NonceReused(signed.signer.clone()));
         }
@@ -402,7 +405,8 @@ impl Core {
             }
         };
         if applied.changed_state {
-            self.nonces.insert(key, NonceEntry { text_hash, answer: applied.answer.clone() });
+            let answer = Box::new(applied.answer.clone());
+            self.nonces.insert(key, NonceEntry { text_hash, answer });
             self.nonce_expiry.insert((msg.valid_until, signed.signer.clone(), msg.nonce));
         }
         self.ledger.assert_conserved();
