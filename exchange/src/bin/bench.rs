@@ -37,6 +37,9 @@ struct Args {
     /// that runs out stops early.
     #[arg(long, default_value_t = 4000)]
     bids_per_client: usize,
+    /// The exchange's group-commit window (its `--commit-window-us`).
+    #[arg(long, default_value_t = bitwrk_exchange::limits::COMMIT_WINDOW_US_DEFAULT)]
+    commit_window_us: u64,
 }
 
 const ARTICLE_TOML: &str = r#"
@@ -208,6 +211,7 @@ async fn run(args: Args, server_rt: tokio::runtime::Runtime) -> anyhow::Result<(
     let config = Config {
         db_path: dir.path().join("bench.sqlite"),
         rate_limit_per_s: 0,
+        commit_window_us: args.commit_window_us,
         ..Config::default()
     };
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
