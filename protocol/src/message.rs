@@ -1,6 +1,7 @@
 //! Signed messages (PROTOCOL §2): the envelope, the canonical `key=value&…` text and its
 //! strict parser. The exchange parses the signed text itself, never a second copy of fields.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use crate::hash::Hash32;
@@ -196,7 +197,14 @@ impl Message {
             let (k, v) = part
                 .split_once('=')
                 .ok_or_else(|| MessageError::Malformed(format!("{part:?} is not key=value")))?;
-            let v = percent_decode(v).map_err(|e| MessageError::Malformed(format!("{k}: {e}")))?;
+            // Most values have no escapes: borrow them instead of allocating a copy.
+            let v = if v.contains('%') {
+                Cow::Owned(
+                    percent_decode(v).map_err(|e| MessageError::Malformed(format!("{k}: {e}")))?,
+                )
+            } else {
+                Cow::Borrowed(v)
+            };
             pairs.push((k, v));
         }
         let mut r = Reader { pairs: &pairs, pos: 0 };
@@ -321,7 +329,7 @@ fn check_url(url: &str) -> Result<()> {
 }
 
 struct Reader<'a> {
-    pairs: &'a [(&'a str, String)],
+    pairs: &'a [(&'a str, Cow<'a, str>)],
     pos: usize,
 }
 
@@ -334,7 +342,7 @@ impl<'a> Reader<'a> {
         match self.pairs.get(self.pos) {
             Some((k, v)) if *k == key => {
                 self.pos += 1;
-                Ok(v.as_str())
+                Ok(v.as_ref())
             }
             Some((k, _)) => Err(MessageError::UnexpectedKey {
                 pos: self.pos,
