@@ -3,7 +3,7 @@
 //! bids/s, p50/p99 latency, and the bare signature-check rate (recover + address) of
 //! this machine in the same run, with the ratio of the two.
 //!
-//! `cargo run --release -p bitwrk-exchange --bin bitwrk-exchange-bench -- --seconds 10 --clients 32`
+//! `cargo run --profile dist -p bitwrk-exchange --bin bitwrk-exchange-bench -- --seconds 10 --clients 32`
 
 /// mimalloc: glibc malloc/free took ~12 % of the exchange's request threads.
 #[global_allocator]
