@@ -64,8 +64,8 @@ pub const RATE_LIMIT_IPS_MAX: usize = 65_536;
 /// Most address → public key entries the signature cache keeps (33 bytes each + address).
 pub const KEY_CACHE_MAX: usize = 1_000_000;
 
-/// Tables of multiples (`bitwrk_protocol::fast_verify::KeyTable`, about 31 KiB each) kept
-/// per generation of the hot-key cache; at most twice this many exist (≈ 62 MiB).
+/// Tables of multiples (`bitwrk_protocol::fast_verify::KeyTable`, about 28 KiB each) kept
+/// per generation of the hot-key cache; at most twice this many exist (≈ 56 MiB).
 /// Enough for the accounts of a busy exchange that sign often; the others are checked
 /// with the plain cached key.
 pub const KEY_TABLES_MAX: usize = 1024;

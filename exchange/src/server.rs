@@ -188,8 +188,6 @@ struct Metrics {
     rate_limited: AtomicU64,
 }
 
-/// The writer: applies commands to the core in arrival order and commits each group of
-/// accepted ones in one SQLite transaction; only then are they answered and announced.
 /// The writer's estimate of how fast jobs arrive: an exponential moving average over
 /// commit groups of (jobs in the group ÷ time since the previous group began).
 #[derive(Default)]
@@ -247,6 +245,8 @@ fn gather<T>(
     drain(batch);
 }
 
+/// The writer: applies commands to the core in arrival order and commits each group of
+/// accepted ones in one SQLite transaction; only then are they answered and announced.
 fn writer_loop(
     rx: mpsc::Receiver<Job>,
     mut store: Store,

@@ -53,8 +53,8 @@ pub const SELLER_RESULT_KEEP: Duration = Duration::from_secs(15 * 60);
 /// this long before trying again, so a down exchange is not hammered.
 pub const SELL_RETRY_BACKOFF: Duration = Duration::from_secs(2);
 /// Buyers whose public key a seller keeps to check receipts without a key recovery; half
-/// as many repeat buyers' ~31 KiB tables of multiples per generation (two generations):
-/// at most ~32 MiB.
+/// as many repeat buyers' ~28 KiB tables of multiples per generation (two generations):
+/// at most ~28 MiB.
 pub const BUYER_KEYS_MAX: usize = 1024;
 /// Modules and loaded articles a seller keeps in memory.
 pub const ARTICLE_CACHE_MAX: usize = 64;

@@ -21,9 +21,7 @@ fn random_bytes(out: &mut [u8]) {
             }
             let n = (out.len() - filled).min(POOL_BYTES - *used);
             out[filled..filled + n].copy_from_slice(&pool[*used..*used + n]);
-            // Never hand out the same bytes twice.
-            pool[*used..*used + n].fill(0);
-            *used += n;
+            *used += n; // every byte is handed out once
             filled += n;
         }
     });
