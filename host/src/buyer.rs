@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use bitwrk_protocol::api::{ArticleEntry, BidState, ErrorBody, TxView};
 use bitwrk_protocol::message::receipt_text;
 use bitwrk_protocol::transfer::{
-    ChunksAnswer, ReceiptAnswer, ReceiptBody, WorkOffer, WorkOfferAnswer, decode_result,
-    frame_chunks, limits as tl,
+    ChunksAnswer, ReceiptAnswer, ReceiptBody, TRANSFER_AUTH_HEADER, WorkOffer, WorkOfferAnswer,
+    decode_result, frame_chunks, limits as tl, transfer_auth,
 };
 use bitwrk_protocol::work::{ChunkRef, WorkManifest};
 use bitwrk_protocol::{Hash32, Id, Phase, ReasonCode, Sat, Side, TxAction};
@@ -209,6 +209,7 @@ pub async fn buy(
             progress,
             sent: 0,
             wire: 0,
+            auth: String::new(),
         };
         let mut report = TradeReport::new(
             node.gate.clone(),
@@ -307,6 +308,9 @@ struct Attempt<'a> {
     progress: Option<&'a ProgressFn>,
     sent: u64,
     wire: u64,
+    /// Hex of the transfer credential ([`transfer_auth`] of this attempt's secret), sent
+    /// with every transfer request so only we can read the result.
+    auth: String,
 }
 
 impl Attempt<'_> {
@@ -408,6 +412,7 @@ impl Attempt<'_> {
         self.step(report, "transmitting");
 
         // Offer the work; send what the seller lacks.
+        self.auth = transfer_auth(&Hash32(secret)).to_hex();
         let offer = WorkOffer { manifest: p.manifest.clone(), secret: Hash32(secret) };
         let answer: WorkOfferAnswer = self.post_json(&base, &offer).await?;
         let missing =
@@ -519,6 +524,7 @@ impl Attempt<'_> {
             .post(url)
             .timeout(limits::SELLER_REQUEST_TIMEOUT)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(TRANSFER_AUTH_HEADER, &self.auth)
             .body(body)
             .send()
             .await
@@ -566,6 +572,7 @@ impl Attempt<'_> {
                             + if last { RESULT_WAIT } else { Duration::ZERO },
                     )
                     .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .header(TRANSFER_AUTH_HEADER, &self.auth)
                     .body(body)
                     .send()
                     .await
@@ -612,6 +619,7 @@ impl Attempt<'_> {
                 .node
                 .http
                 .get(&url)
+                .header(TRANSFER_AUTH_HEADER, &self.auth)
                 .timeout(RESULT_WAIT + limits::SELLER_REQUEST_TIMEOUT)
                 .send()
                 .await

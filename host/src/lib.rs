@@ -6,6 +6,7 @@ pub mod buy_cmd;
 pub mod buyer;
 pub mod crypto;
 pub mod data_dir;
+pub mod dedupe;
 pub mod demo;
 pub mod identity_cmd;
 pub mod limits;

@@ -58,3 +58,11 @@ pub const SELL_RETRY_BACKOFF: Duration = Duration::from_secs(2);
 pub const BUYER_KEYS_MAX: usize = 1024;
 /// Modules and loaded articles a seller keeps in memory.
 pub const ARTICLE_CACHE_MAX: usize = 64;
+/// Buyers whose uploaded chunks a seller remembers for dedupe (`dedupe::BuyerChunks`);
+/// as many as it keeps keys for. A forgotten buyer just sends its chunks again.
+pub const DEDUPE_BUYERS_MAX: usize = BUYER_KEYS_MAX;
+/// Chunks remembered per buyer: 65 536 at the 64 KiB average chunk is 4 GiB of input, the
+/// default store's size, so a buyer's own re-send of anything the store still holds dedupes.
+pub const DEDUPE_CHUNKS_PER_BUYER_MAX: usize = 65_536;
+/// Chunk entries remembered over all buyers: ~1 M hashes, about 64 MiB of index at most.
+pub const DEDUPE_ENTRIES_MAX: usize = 1 << 20;

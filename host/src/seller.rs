@@ -11,17 +11,18 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bitwrk_protocol::api::{ArticleEntry, BidState, BidView, ErrorBody, TxView};
 use bitwrk_protocol::fast_verify::KeyCache;
-use bitwrk_protocol::identity::{CompactSignature, message_hash};
+use bitwrk_protocol::identity::{Address, CompactSignature, message_hash};
 use bitwrk_protocol::manifest::Runtime;
 use bitwrk_protocol::message::receipt_text;
 use bitwrk_protocol::transfer::{
-    ChunksAnswer, NotReady, ReceiptAnswer, ReceiptBody, WorkOffer, WorkOfferAnswer, encode_result,
-    limits as tl, unframe_chunks,
+    ChunksAnswer, NotReady, ReceiptAnswer, ReceiptBody, TRANSFER_AUTH_HEADER, WorkOffer,
+    WorkOfferAnswer, encode_result, limits as tl, transfer_auth, transfer_auth_matches,
+    unframe_chunks,
 };
 use bitwrk_protocol::work::WorkManifest;
 use bitwrk_protocol::{Hash32, Id, ReasonCode, Sat, Side, TxAction};
@@ -30,6 +31,7 @@ use futures_util::future::{BoxFuture, Shared};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::dedupe::BuyerChunks;
 use crate::limits::{self, EXCHANGE_WAIT};
 use crate::node::{Node, TradeReport};
 use crate::state::{ActivityRequest, WorkerInfo, now_ms};
@@ -126,6 +128,9 @@ struct SellTrade {
     stage: watch::Sender<Stage>,
     work: Mutex<Option<Work>>,
     secret: Mutex<Option<SecretPost>>,
+    /// The buyer's transfer credential ([`transfer_auth`] of the secret), once an offer
+    /// proved the secret; every later transfer request must carry it.
+    auth: Mutex<Option<Hash32>>,
     /// Serialises posting `result` so a retried receipt posts once.
     result_posted: tokio::sync::Mutex<Option<u64>>,
     slot: Mutex<Option<Slot>>,
@@ -133,6 +138,8 @@ struct SellTrade {
 
 struct Work {
     manifest: WorkManifest,
+    /// The tx's buyer: its uploads are recorded for its own dedupe only.
+    buyer: Address,
     missing: HashSet<Hash32>,
     started: bool,
 }
@@ -151,6 +158,8 @@ pub struct Seller {
     /// Buyers' keys, learnt from their first receipt: a repeat buyer's receipt costs a
     /// verification (with a table of multiples from the second one on), not a recovery.
     buyer_keys: KeyCache,
+    /// Which chunks each buyer sent: the have-list counts only a buyer's own chunks.
+    dedupe: BuyerChunks,
 }
 
 /// Transfer errors as HTTP answers: `{"error": code, "message": text}`.
@@ -181,6 +190,7 @@ impl Seller {
             loaded: tokio::sync::Mutex::new(HashMap::new()),
             bidders: Mutex::new(Vec::new()),
             buyer_keys: KeyCache::new(limits::BUYER_KEYS_MAX, limits::BUYER_KEYS_MAX / 2, 1),
+            dedupe: BuyerChunks::default(),
         })
     }
 
@@ -365,6 +375,7 @@ impl Seller {
             stage: watch::Sender::new(Stage::AwaitingOffer),
             work: Mutex::new(None),
             secret: Mutex::new(None),
+            auth: Mutex::new(None),
             result_posted: tokio::sync::Mutex::new(None),
             slot: Mutex::new(Some(slot)),
         });
@@ -446,6 +457,25 @@ impl Seller {
                 format!("no transaction {id} at this seller"),
             )
         })
+    }
+
+    /// The trade of `tx`, if the request carries its buyer's transfer credential
+    /// ([`TRANSFER_AUTH_HEADER`]): only the buyer reads its result or feeds its chunks.
+    /// Unknown tx: 404; no or wrong credential (or no offer yet): 403, and no bytes.
+    fn authed_trade(&self, tx: &str, headers: &HeaderMap) -> Result<Arc<SellTrade>, ApiError> {
+        let trade = self.trade_of(tx)?;
+        let expected = *trade.auth.lock().expect("auth lock");
+        let given = headers.get(TRANSFER_AUTH_HEADER).map(|v| v.as_bytes());
+        match (expected, given) {
+            (Some(e), Some(g)) if transfer_auth_matches(&e, g) => Ok(trade),
+            _ => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "only the transaction's buyer may do this: send {TRANSFER_AUTH_HEADER} (after the offer)"
+                ),
+            )),
+        }
     }
 
     /// The tx as the exchange shows it, with the buyer's commitment in it.
@@ -693,17 +723,22 @@ async fn offer(
             "wrong secret: SHA256(work_hash ‖ secret) is not the tx's secret_hash",
         ));
     }
+    *trade.auth.lock().expect("auth lock") = Some(transfer_auth(&offer.secret));
     check_work(&trade.article.manifest, &manifest).map_err(|m| {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ReasonCode::BadInput.as_str(), m)
     })?;
     let distinct = manifest.distinct_chunks();
+    // No chunk oracle: a chunk counts as held only if this buyer sent it before (and the
+    // store still has it); another buyer's chunks are asked for like unknown ones.
+    let sent_before = seller.dedupe.sent_before(&view.buyer, &distinct);
     let store = seller.node.store.clone();
     let d = distinct.clone();
+    let lacks = move |(h, sent): (&Hash32, &bool)| !*sent || !store.has(h);
     // A few lookups (memory, or one failed open each) are cheaper than a thread hop.
     let missing: Vec<bool> = if d.len() <= 4 {
-        d.iter().map(|h| !store.has(h)).collect()
+        d.iter().zip(&sent_before).map(lacks).collect()
     } else {
-        tokio::task::spawn_blocking(move || d.iter().map(|h| !store.has(h)).collect())
+        tokio::task::spawn_blocking(move || d.iter().zip(&sent_before).map(lacks).collect())
             .await
             .map_err(|e| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
@@ -723,7 +758,12 @@ async fn offer(
             None => {
                 let set =
                     distinct.iter().zip(&missing).filter(|(_, m)| **m).map(|(h, _)| *h).collect();
-                *w = Some(Work { manifest: manifest.clone(), missing: set, started: false });
+                *w = Some(Work {
+                    manifest: manifest.clone(),
+                    buyer: view.buyer.clone(),
+                    missing: set,
+                    started: false,
+                });
             }
         }
     }
@@ -791,9 +831,10 @@ async fn chunks(
     State(seller): State<Arc<Seller>>,
     Path(tx): Path<String>,
     Query(q): Query<WaitParams>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let trade = seller.trade_of(&tx)?;
+    let trade = seller.authed_trade(&tx, &headers)?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
     let frames = unframe_chunks(&body).map_err(|e| bad(e.to_string()))?;
     let hashed: Vec<(Hash32, &[u8])> = frames.iter().map(|c| (Hash32::of(c), *c)).collect();
@@ -820,14 +861,15 @@ async fn chunks(
         })?;
         stored.push(*h);
     }
-    let still_missing = {
+    let (still_missing, buyer) = {
         let mut w = trade.work.lock().expect("work lock");
         let work = w.as_mut().expect("checked above");
         for h in &stored {
             work.missing.remove(h);
         }
-        work.missing.len() as u64
+        (work.missing.len() as u64, work.buyer.clone())
     };
+    seller.dedupe.record(&buyer, stored);
     seller.maybe_start(&trade);
     // The batch that completed the work may wait for the run and answer with its result.
     let wait = q.wait();
@@ -892,8 +934,9 @@ async fn result(
     State(seller): State<Arc<Seller>>,
     Path(tx): Path<String>,
     Query(q): Query<WaitParams>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let trade = seller.trade_of(&tx)?;
+    let trade = seller.authed_trade(&tx, &headers)?;
     let wait = q.wait();
     Ok(stage_response(wait_done(&trade, wait).await))
 }
@@ -901,9 +944,10 @@ async fn result(
 async fn receipt(
     State(seller): State<Arc<Seller>>,
     Path(tx): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ReceiptAnswer>, ApiError> {
-    let trade = seller.trade_of(&tx)?;
+    let trade = seller.authed_trade(&tx, &headers)?;
     let body: ReceiptBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -31,6 +31,36 @@ pub mod limits {
 /// Path prefix of the transfer endpoints on the seller's external port.
 pub const WORK_PATH: &str = "/v1/work";
 
+/// Header that authenticates the buyer on every transfer request after the offer
+/// (chunks, result, receipt): 64 hex of [`transfer_auth`] of the tx's secret. Only the
+/// buyer and the seller know the secret (the buyer sends it in the offer, which the seller
+/// checks against the committed `secret_hash`; the exchange never shows it), so a stranger
+/// who knows every public id cannot read a result nor feed chunks into a trade.
+pub const TRANSFER_AUTH_HEADER: &str = "x-bitwrk-transfer-auth";
+
+/// Domain tag of [`transfer_auth`], so the credential is never the hash of anything else.
+pub const TRANSFER_AUTH_DOMAIN: &[u8] = b"bitwrk transfer auth v1";
+
+/// The buyer's transfer credential: SHA256("bitwrk transfer auth v1" ‖ secret). A hash
+/// and not the secret itself, so a leaked header does not also prove the secret to the
+/// exchange.
+pub fn transfer_auth(secret: &Hash32) -> Hash32 {
+    let mut buf = Vec::with_capacity(TRANSFER_AUTH_DOMAIN.len() + 32);
+    buf.extend_from_slice(TRANSFER_AUTH_DOMAIN);
+    buf.extend_from_slice(&secret.0);
+    Hash32::of(&buf)
+}
+
+/// Whether a [`TRANSFER_AUTH_HEADER`] value is the credential `expected`, compared in
+/// constant time (a byte-wise early exit would let a prober learn it byte by byte).
+pub fn transfer_auth_matches(expected: &Hash32, header: &[u8]) -> bool {
+    let mut given = [0u8; 32];
+    if header.len() != 64 || hex::decode_to_slice(header, &mut given).is_err() {
+        return false;
+    }
+    given.iter().zip(expected.0.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
 /// `POST /v1/work/{tx}`: the work manifest and the buyer's secret (64 hex).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -235,6 +265,26 @@ mod tests {
         assert!(unframe_chunks(&[0, 0]).is_err());
         assert!(unframe_chunks(&[0, 4, 0, 1]).is_err());
         assert_eq!(unframe_chunks(&[]).unwrap(), Vec::<&[u8]>::new());
+    }
+
+    #[test]
+    fn transfer_auth_is_domain_separated_and_checked() {
+        let secret = Hash32([7; 32]);
+        let auth = transfer_auth(&secret);
+        assert_ne!(
+            auth,
+            Hash32::of(&secret.0),
+            "the credential is not the plain hash of the secret"
+        );
+        assert!(transfer_auth_matches(&auth, auth.to_hex().as_bytes()));
+        assert!(!transfer_auth_matches(&auth, transfer_auth(&Hash32([8; 32])).to_hex().as_bytes()));
+        assert!(
+            !transfer_auth_matches(&auth, secret.to_hex().as_bytes()),
+            "the secret itself is not the credential"
+        );
+        assert!(!transfer_auth_matches(&auth, b""));
+        assert!(!transfer_auth_matches(&auth, &auth.to_hex().as_bytes()[..63]));
+        assert!(!transfer_auth_matches(&auth, "zz".repeat(32).as_bytes()));
     }
 
     #[test]

@@ -8,7 +8,8 @@ use bitwrk_exchange::client::ExchangeClient;
 use bitwrk_protocol::api::TxView;
 use bitwrk_protocol::message::{Message, Operation, receipt_text};
 use bitwrk_protocol::transfer::{
-    ReceiptAnswer, ReceiptBody, WorkOffer, WorkOfferAnswer, decode_result, frame_chunks,
+    ReceiptAnswer, ReceiptBody, TRANSFER_AUTH_HEADER, WorkOffer, WorkOfferAnswer, decode_result,
+    frame_chunks, transfer_auth,
 };
 use bitwrk_protocol::work::WorkManifest;
 use bitwrk_protocol::{Hash32, Id, Phase, PrivateKey, Sat, Settlement, Side, TxAction};
@@ -296,39 +297,86 @@ async fn forged_and_replayed_messages_are_refused() -> anyhow::Result<()> {
         http.post(&base).json(&offer).send().await?.error_for_status()?.json().await?;
     let missing = ans.missing(manifest.distinct_chunks().len())?;
     assert_eq!(missing, vec![true]);
+    // Every later transfer request needs the buyer's credential: a stranger who knows
+    // the public ids (tx, worker_url) feeds no chunks and reads no result.
+    let auth = transfer_auth(&Hash32(secret)).to_hex();
+    let stranger_auths =
+        [None, Some(transfer_auth(&Hash32([8u8; 32])).to_hex()), Some(Hash32(secret).to_hex())];
+    for bad in &stranger_auths {
+        let with = |r: reqwest::RequestBuilder| match bad {
+            Some(h) => r.header(TRANSFER_AUTH_HEADER, h),
+            None => r,
+        };
+        let r = with(http.post(format!("{base}/chunks")).body(frame_chunks([input.as_slice()])))
+            .send()
+            .await?;
+        assert_eq!(r.status().as_u16(), 403, "a stranger's chunks ({bad:?})");
+    }
     // A chunk with other bytes than asked for is refused; the right one is taken.
     let r = http
         .post(format!("{base}/chunks"))
+        .header(TRANSFER_AUTH_HEADER, &auth)
         .body(frame_chunks([&b"one two three"[..]]))
         .send()
         .await?;
     assert_eq!(r.status().as_u16(), 400);
-    let r =
-        http.post(format!("{base}/chunks")).body(frame_chunks([input.as_slice()])).send().await?;
+    let r = http
+        .post(format!("{base}/chunks"))
+        .header(TRANSFER_AUTH_HEADER, &auth)
+        .body(frame_chunks([input.as_slice()]))
+        .send()
+        .await?;
     assert_eq!(r.status().as_u16(), 200);
-    let mut r = http.get(format!("{base}/result?wait_ms=20000")).send().await?;
+    let result = |h: Option<&str>| {
+        let r = http.get(format!("{base}/result?wait_ms=20000"));
+        match h {
+            Some(h) => r.header(TRANSFER_AUTH_HEADER, h),
+            None => r,
+        }
+    };
+    let mut r = result(Some(&auth)).send().await?;
     while r.status().as_u16() == 202 {
-        r = http.get(format!("{base}/result?wait_ms=20000")).send().await?;
+        r = result(Some(&auth)).send().await?;
     }
     let enc = r.error_for_status()?.bytes().await?.to_vec();
     let enc_hash = Hash32::of(&enc);
+    // The result is ready; a stranger still gets 403 and not one byte of it.
+    for bad in &stranger_auths {
+        let r = result(bad.as_deref()).send().await?;
+        assert_eq!(r.status().as_u16(), 403, "a stranger's result read ({bad:?})");
+        let body = r.bytes().await?;
+        assert!(!body.windows(16).any(|w| enc.windows(16).any(|e| e == w)), "no result bytes");
+    }
 
     // A receipt by anyone but the buyer, or over other bytes, is refused.
     let text = receipt_text(&xid, &tx, &enc_hash);
     let by_mallory = ReceiptBody { receipt: mallory.sign_message(&text) };
     assert_eq!(
-        http.post(format!("{base}/receipt")).json(&by_mallory).send().await?.status().as_u16(),
+        http.post(format!("{base}/receipt"))
+            .header(TRANSFER_AUTH_HEADER, &auth)
+            .json(&by_mallory)
+            .send()
+            .await?
+            .status()
+            .as_u16(),
         403
     );
     let other_bytes =
         ReceiptBody { receipt: me.sign_message(&receipt_text(&xid, &tx, &Hash32::of(b"x"))) };
     assert_eq!(
-        http.post(format!("{base}/receipt")).json(&other_bytes).send().await?.status().as_u16(),
+        http.post(format!("{base}/receipt"))
+            .header(TRANSFER_AUTH_HEADER, &auth)
+            .json(&other_bytes)
+            .send()
+            .await?
+            .status()
+            .as_u16(),
         403
     );
     let good = ReceiptBody { receipt: me.sign_message(&text) };
     let a1: ReceiptAnswer = http
         .post(format!("{base}/receipt"))
+        .header(TRANSFER_AUTH_HEADER, &auth)
         .json(&good)
         .send()
         .await?
@@ -338,6 +386,7 @@ async fn forged_and_replayed_messages_are_refused() -> anyhow::Result<()> {
     // Replaying the receipt posts nothing new.
     let a2: ReceiptAnswer = http
         .post(format!("{base}/receipt"))
+        .header(TRANSFER_AUTH_HEADER, &auth)
         .json(&good)
         .send()
         .await?
