@@ -138,8 +138,8 @@ fn build(dir: &Path) -> anyhow::Result<Built> {
     let package = package(dir, &table)?;
     ensure_wasm_target()?;
     eprintln!("building {} for {WASM_TARGET} (release)...", package.name);
-    let status = Command::new(cargo())
-        .args(["build", "--release", "--target", WASM_TARGET, "-p", &package.name])
+    // The same command line as `cargo build-articles`, so both give the same module.
+    let status = bitwrk_build_articles::wasm_build_command(&package.name)
         .current_dir(dir)
         .status()
         .context("running cargo")?;
