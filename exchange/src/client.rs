@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bitwrk_protocol::api::{
-    AccountView, ArticleEntry, BidView, BookView, ErrorBody, Info, LedgerView, PublishRequest,
-    TxView,
+    AccountView, ArticleEntry, BidView, BookView, ErrorBody, Info, KeyView, LedgerView,
+    PublishRequest, ReceiptAnswer, TxView,
 };
 use bitwrk_protocol::message::{Message, Operation};
 use bitwrk_protocol::{Address, Envelope, Hash32, Id, Manifest, PrivateKey, Sat, Side, TxAction};
@@ -129,7 +129,22 @@ impl ExchangeClient {
         side: Side,
         price: Sat,
     ) -> Result<BidView> {
-        let env = self.sign(key, Operation::Bid { article, side, price });
+        self.place_bid_excluding(key, article, side, price, Vec::new()).await
+    }
+
+    /// A bid that must not match the sellers in `exclude` (buy bids only; at most
+    /// `BID_EXCLUDE_MAX`; sorted here into the canonical order).
+    pub async fn place_bid_excluding(
+        &self,
+        key: &PrivateKey,
+        article: Hash32,
+        side: Side,
+        price: Sat,
+        mut exclude: Vec<Address>,
+    ) -> Result<BidView> {
+        exclude.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        exclude.dedup();
+        let env = self.sign(key, Operation::Bid { article, side, price, exclude });
         self.post_envelope("/v1/bids", &env).await
     }
 
@@ -176,6 +191,37 @@ impl ExchangeClient {
     pub async fn tx_action(&self, key: &PrivateKey, id: &Id, action: TxAction) -> Result<TxView> {
         let env = self.sign(key, Operation::Tx { tx: id.clone(), action });
         self.post_envelope(&format!("/v1/tx/{id}"), &env).await
+    }
+
+    /// The buyer's receipt for the committed result `enc_result_hash`; the answer carries
+    /// the result key. Resending the same envelope ([`ExchangeClient::post_envelope`])
+    /// gets the same answer while it is valid; later, [`ExchangeClient::result_key`].
+    pub async fn receipt(
+        &self,
+        key: &PrivateKey,
+        id: &Id,
+        enc_result_hash: Hash32,
+    ) -> Result<ReceiptAnswer> {
+        let action = TxAction::Receipt { enc_result_hash };
+        let env = self.sign(key, Operation::Tx { tx: id.clone(), action });
+        self.post_envelope(&format!("/v1/tx/{id}"), &env).await
+    }
+
+    /// The buyer's signed read of the result key, after its receipt.
+    pub async fn result_key(&self, key: &PrivateKey, id: &Id) -> Result<KeyView> {
+        let env = self.sign(key, Operation::Key { tx: id.clone() });
+        self.post_envelope(&format!("/v1/tx/{id}/key"), &env).await
+    }
+
+    /// Upload the ciphertext of a disputed result, with the parties' transfer credential
+    /// (`transfer_auth` of the buyer's secret); the answer is the decided transaction.
+    pub async fn upload_evidence(&self, id: &Id, auth: &Hash32, enc: Vec<u8>) -> Result<TxView> {
+        let req = self
+            .http
+            .put(self.url(&format!("/v1/tx/{id}/evidence")))
+            .header(bitwrk_protocol::transfer::TRANSFER_AUTH_HEADER, auth.to_hex())
+            .body(enc);
+        decode(req.send().await?).await
     }
 
     pub async fn account(&self, address: &Address) -> Result<AccountView> {

@@ -39,6 +39,10 @@ pub struct Config {
     /// Deadline of `working`, counted from the previous deadline.
     #[arg(long, env = "BITWRK_EXCHANGE_WORKING_S", default_value_t = 300)]
     pub working_s: u64,
+    /// Deadline of `committed` (the buyer signs its receipt), counted from the previous
+    /// deadline. Past it the buyer lapsed and pays the seller a share.
+    #[arg(long, env = "BITWRK_EXCHANGE_COMMITTED_S", default_value_t = 120)]
+    pub committed_s: u64,
     /// Deadline of `unverified`, counted from the previous deadline.
     #[arg(long, env = "BITWRK_EXCHANGE_UNVERIFIED_S", default_value_t = 900)]
     pub unverified_s: u64,
@@ -72,6 +76,7 @@ impl Default for Config {
             establishing_s: d.establishing_s,
             transmitting_s: d.transmitting_s,
             working_s: d.working_s,
+            committed_s: d.committed_s,
             unverified_s: d.unverified_s,
             result_disputed_s: d.result_disputed_s,
             starting_capital_sat: 100_000_000,
@@ -97,6 +102,7 @@ impl Config {
             ("--establishing-s", self.establishing_s),
             ("--transmitting-s", self.transmitting_s),
             ("--working-s", self.working_s),
+            ("--committed-s", self.committed_s),
             ("--unverified-s", self.unverified_s),
             ("--result-disputed-s", self.result_disputed_s),
         ] {

@@ -85,3 +85,12 @@ pub const SSE_STREAM_MAX: Duration = Duration::from_secs(600);
 /// Longest bid lifetime or phase deadline a flag may set (one year): keeps every
 /// deadline sum far from u64 overflow in milliseconds.
 pub const DURATION_S_MAX: u64 = 365 * 24 * 3600;
+
+/// Largest evidence upload (`PUT /v1/tx/{id}/evidence`): the largest result container
+/// plus the 16-byte AEAD tag. The exchange holds it in memory to decrypt it, so
+/// [`EVIDENCE_UPLOADS_MAX`] bounds how many are in flight.
+pub const EVIDENCE_BYTES_MAX: u64 = bitwrk_protocol::transfer::limits::RESULT_BYTES_MAX + 16;
+/// Evidence uploads at once, exchange-wide: each may hold up to a GiB in memory, so a few
+/// (uploads need the parties' transfer credential, so strangers cannot take the slots;
+/// a busy exchange answers 409 `busy` and the party retries).
+pub const EVIDENCE_UPLOADS_MAX: usize = 2;

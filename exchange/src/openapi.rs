@@ -63,7 +63,7 @@ pub fn document() -> Value {
     let address =
         json!({"type": "string", "description": "mainnet P2PKH address of a compressed key"});
     let phase = json!({"type": "string", "enum": ["establishing", "buyer_established", "seller_established",
-        "transmitting", "working", "unverified", "finished", "work_disputed", "result_disputed"]});
+        "transmitting", "working", "committed", "unverified", "finished", "work_disputed", "result_disputed"]});
     let nullable = |s: &Value| json!({"anyOf": [s, {"type": "null"}]});
     json!({
         "openapi": "3.0.3",
@@ -98,11 +98,28 @@ pub fn document() -> Value {
                 "get": {"summary": "A transaction; long poll with after_version",
                     "parameters": wait_params("transaction id"),
                     "responses": {"200": ok(r("TxView"), "the transaction"), "404": err("no such transaction")}},
-                "post": signed_post("A transaction action (op=tx)", "TxView", json!([path_param("id", "transaction id")]), &[
+                "post": signed_post("A transaction action (op=tx); the answer to the buyer's `receipt` also carries `result_key`",
+                    "ReceiptAnswer", json!([path_param("id", "transaction id")]), &[
+                    ("402", "insufficient_funds: no money for the dispute deposit (reject_result)"),
                     ("403", "not_party: the signer is not the buyer/seller the action needs"),
                     ("404", "unknown_tx"),
                     ("409", "wrong_phase / tx_closed / nonce_reused")])
             },
+            "/v1/tx/{id}/key": {"post": signed_post("The buyer's signed read of the result key (op=key), after its receipt",
+                "KeyView", json!([path_param("id", "transaction id")]), &[
+                ("403", "not_party: only the buyer reads the key"),
+                ("404", "unknown_tx"),
+                ("409", "wrong_phase: no receipt signed yet")])},
+            "/v1/tx/{id}/evidence": {"put": {"summary": "Evidence of a disputed result: the ciphertext whose SHA256 is the committed enc_result_hash, raw bytes, from either party. \
+                The exchange decrypts it with the committed key, checks the outputs against the manifest, and settles.",
+                "parameters": [path_param("id", "transaction id")],
+                "requestBody": {"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                "responses": {"200": ok(r("TxView"), "the settled transaction (dispute_seller_fault or dispute_buyer_fault)"),
+                    "400": err("wrong_evidence: the bytes do not hash to enc_result_hash"),
+                    "404": err("unknown_tx"),
+                    "409": err("wrong_phase (not in result_disputed) / tx_closed / busy (another upload runs; retry)"),
+                    "413": err("too_large: over the largest result"),
+                    "429": err("rate_limited")}}},
             "/v1/accounts/{address}": {"get": {"summary": "Available and blocked money of an account",
                 "parameters": [path_param("address", "account address")],
                 "responses": {"200": ok(r("AccountView"), "balances (unseen accounts show the starting capital)"),
@@ -146,7 +163,7 @@ pub fn document() -> Value {
                     "message": {"type": "string", "description": "the exact signed text v=1&exchange=..&op=..&..&nonce=..&valid_until=.."}}},
             "Deadlines": {"type": "object", "properties": {
                 "establishing_s": {"type": "integer"}, "transmitting_s": {"type": "integer"}, "working_s": {"type": "integer"},
-                "unverified_s": {"type": "integer"}, "result_disputed_s": {"type": "integer"}}},
+                "committed_s": {"type": "integer"}, "unverified_s": {"type": "integer"}, "result_disputed_s": {"type": "integer"}}},
             "Info": {"type": "object", "properties": {
                 "exchange_id": {"type": "string"}, "version": {"type": "string"}, "protocol": {"type": "integer"},
                 "fee_bps": {"type": "integer"}, "bid_lifetime_s": {"type": "integer"}, "starting_capital_sat": sat,
@@ -164,12 +181,21 @@ pub fn document() -> Value {
                 "price_sat": sat, "fee_sat": sat, "phase": phase, "deadline_ms": nullable(&json!({"type": "integer"})),
                 "matched_ms": {"type": "integer"}, "work_hash": nullable(&hash), "secret_hash": nullable(&hash),
                 "worker_url": nullable(&json!({"type": "string"})), "enc_result_hash": nullable(&hash),
-                "receipt": nullable(&json!({"type": "string"})), "result_key": nullable(&hash),
+                "dispute_deposit_sat": sat,
                 "reason": nullable(&json!({"type": "string", "enum": ["bad_input", "trap", "fuel_exhausted", "memory_exceeded",
                     "timeout", "output_too_large", "unsupported", "internal"]})),
-                "settlement": nullable(&json!({"type": "string", "enum": ["paid_seller", "refunded_buyer"]})),
+                "settlement": nullable(&json!({"type": "string", "enum": ["paid_seller", "refunded_buyer", "lapsed",
+                    "dispute_seller_fault", "dispute_buyer_fault"]})),
                 "history": {"type": "array", "items": r("PhaseEntry")}, "version": {"type": "integer"}}},
-            "AccountView": {"type": "object", "properties": {"address": address, "available_sat": sat, "blocked_sat": sat}},
+            "ReceiptAnswer": {"description": "A TxView; the answer to the buyer's receipt adds result_key",
+                "allOf": [r("TxView"), {"type": "object", "properties": {"result_key": hash}}]},
+            "KeyView": {"type": "object", "properties": {"tx": id, "enc_result_hash": hash, "result_key": hash}},
+            "AccountView": {"type": "object", "properties": {"address": address, "available_sat": sat, "blocked_sat": sat,
+                "trades_bought": {"type": "integer"}, "trades_sold": {"type": "integer"},
+                "disputes_won": {"type": "integer", "description": "as buyer"},
+                "disputes_lost": {"type": "integer", "description": "as buyer (no evidence counts as lost)"},
+                "seller_faults": {"type": "integer", "description": "as seller: disputes the evidence decided against it"},
+                "lapsed": {"type": "integer", "description": "as buyer: committed results it never signed a receipt for"}}},
             "LedgerView": {"type": "object", "properties": {"accounts": {"type": "integer"}, "created_sat": sat,
                 "available_sat": sat, "blocked_sat": sat, "fees_sat": sat, "open_bids": {"type": "integer"},
                 "open_txs": {"type": "integer"}, "bids_total": {"type": "integer"}, "txs_total": {"type": "integer"}}},

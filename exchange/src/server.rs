@@ -22,6 +22,7 @@ use bitwrk_protocol::fast_verify::{Checked, KeyCache};
 use bitwrk_protocol::identity::{CompactSignature, message_hash};
 use bitwrk_protocol::manifest::Runtime;
 use bitwrk_protocol::message::{Message, Operation, VALID_AHEAD_S_MAX};
+use bitwrk_protocol::transfer::{TRANSFER_AUTH_HEADER, transfer_auth_matches};
 use bitwrk_protocol::{Address, Envelope, Hash32, Id};
 use std::sync::mpsc;
 use tokio::sync::{oneshot, watch};
@@ -31,9 +32,10 @@ use tower_http::timeout::TimeoutLayer;
 use crate::Config;
 use crate::core::{Answer, Command, Core, CoreError, Rules, Signed};
 use crate::limits::{
-    BODY_BYTES_MAX, COMMIT_GROUP_MAX, CONCURRENT_REQUESTS_MAX, KEY_CACHE_MAX, KEY_TABLE_AFTER_USES,
-    KEY_TABLES_MAX, MODULE_BYTES_MAX, PUBLISH_BODY_BYTES_MAX, RATE_LIMIT_IPS_MAX, REQUEST_TIMEOUT,
-    SSE_STREAM_MAX, WAIT_MS_MAX, WRITER_QUEUE_MAX,
+    BODY_BYTES_MAX, COMMIT_GROUP_MAX, CONCURRENT_REQUESTS_MAX, EVIDENCE_BYTES_MAX,
+    EVIDENCE_UPLOADS_MAX, KEY_CACHE_MAX, KEY_TABLE_AFTER_USES, KEY_TABLES_MAX, MODULE_BYTES_MAX,
+    PUBLISH_BODY_BYTES_MAX, RATE_LIMIT_IPS_MAX, REQUEST_TIMEOUT, SSE_STREAM_MAX, WAIT_MS_MAX,
+    WRITER_QUEUE_MAX,
 };
 use crate::store::{LogEntry, Reader, Store};
 
@@ -83,7 +85,8 @@ impl From<CoreError> for ApiError {
             | CoreError::IdMismatch { .. }
             | CoreError::BadPrice(_)
             | CoreError::BadSecret
-            | CoreError::BadReceipt(_) => StatusCode::BAD_REQUEST,
+            | CoreError::BadReceipt { .. }
+            | CoreError::WrongEvidence { .. } => StatusCode::BAD_REQUEST,
             CoreError::InsufficientFunds { .. } => StatusCode::PAYMENT_REQUIRED,
             CoreError::NotOwner { .. } | CoreError::NotParty { .. } => StatusCode::FORBIDDEN,
             CoreError::UnknownArticle(_) | CoreError::UnknownBid(_) | CoreError::UnknownTx(_) => {
@@ -146,7 +149,7 @@ enum Job {
     Apply {
         cmd: Box<Command>,
         /// The parsed signed text, so the writer does not parse it again.
-        msg: Box<Message>,
+        msg: Option<Box<Message>>,
         module: Option<(Hash32, Vec<u8>)>,
         reply: oneshot::Sender<Result<Answer, CoreError>>,
     },
@@ -280,7 +283,10 @@ fn writer_loop(
                         ticks.push(done);
                     }
                     Job::Apply { cmd, msg, module, reply } => {
-                        let result = core.apply_parsed(&cmd, *msg, now_ms());
+                        let result = match msg {
+                            Some(msg) => core.apply_parsed(&cmd, *msg, now_ms()),
+                            None => core.apply(&cmd, now_ms()),
+                        };
                         if let Ok(applied) = &result
                             && applied.changed_state
                         {
@@ -458,6 +464,8 @@ struct AppState {
     metrics: Arc<Metrics>,
     rate: RateLimiter,
     shutdown: watch::Receiver<bool>,
+    /// One evidence upload at a time ([`tx_evidence`]).
+    evidence: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -468,14 +476,14 @@ impl AppState {
     async fn submit(
         &self,
         cmd: Command,
-        msg: Message,
+        msg: Option<Message>,
         module: Option<(Hash32, Vec<u8>)>,
     ) -> ApiResult<Answer> {
         let (reply, rx) = oneshot::channel();
         // Never blocks: every job comes from a request (at most CONCURRENT_REQUESTS_MAX at
         // once, each waiting for its answer) or from the timer (one at a time).
         self.jobs
-            .try_send(Job::Apply { cmd: Box::new(cmd), msg: Box::new(msg), module, reply })
+            .try_send(Job::Apply { cmd: Box::new(cmd), msg: msg.map(Box::new), module, reply })
             .map_err(|e| match e {
                 mpsc::TrySendError::Full(_) => ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -527,6 +535,9 @@ fn verify(st: &AppState, env: Envelope) -> ApiResult<(Signed, Message)> {
 }
 
 fn router(state: Arc<AppState>) -> Router {
+    let evidence = Router::new()
+        .route("/v1/tx/{id}/evidence", axum::routing::put(tx_evidence))
+        .layer(DefaultBodyLimit::disable());
     let publish = Router::new()
         .route("/v1/articles", post(publish_article).get(list_articles))
         .layer(DefaultBodyLimit::max(PUBLISH_BODY_BYTES_MAX));
@@ -538,6 +549,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/bids/{id}/events", get(bid_events))
         .route("/v1/tx/{id}", get(get_tx).post(tx_action))
         .route("/v1/tx/{id}/events", get(tx_events))
+        .route("/v1/tx/{id}/key", post(tx_key))
         .route("/v1/accounts/{address}", get(account))
         .route("/v1/ledger", get(ledger))
         .route("/v1/articles/{id}", get(article))
@@ -548,6 +560,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .merge(publish)
+        .merge(evidence)
         .fallback(|| async { ApiError::not_found("no such endpoint; see GET /openapi.json") })
         .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
         .layer(middleware::from_fn(json_errors))
@@ -587,7 +600,7 @@ async fn place_bid(
     let env: Envelope = parse_json(body)?;
     let (signed, msg) = verify(&st, env)?;
     let cmd = Command::Bid { signed, bid_id: Id::random("b"), tx_id: Id::random("t") };
-    match st.submit(cmd, msg, None).await? {
+    match st.submit(cmd, Some(msg), None).await? {
         Answer::Bid(b) => {
             st.metrics.bids_accepted.fetch_add(1, Ordering::Relaxed);
             Ok(Json(b).into_response())
@@ -604,7 +617,7 @@ async fn cancel_bid(
     let bid = parse_id(&id)?;
     let env: Envelope = parse_json(body)?;
     let (signed, msg) = verify(&st, env)?;
-    match st.submit(Command::Cancel { signed, bid }, msg, None).await? {
+    match st.submit(Command::Cancel { signed, bid }, Some(msg), None).await? {
         Answer::Bid(b) => Ok(Json(b).into_response()),
         other => Err(ApiError::internal(format!("cancel answered with {other:?}"))),
     }
@@ -618,9 +631,124 @@ async fn tx_action(
     let tx = parse_id(&id)?;
     let env: Envelope = parse_json(body)?;
     let (signed, msg) = verify(&st, env)?;
-    match st.submit(Command::Tx { signed, tx }, msg, None).await? {
+    match st.submit(Command::Tx { signed, tx }, Some(msg), None).await? {
         Answer::Tx(t) => Ok(Json(t).into_response()),
+        Answer::Receipt(r) => Ok(Json(r).into_response()),
         other => Err(ApiError::internal(format!("tx answered with {other:?}"))),
+    }
+}
+
+/// `POST /v1/tx/{id}/key`: the buyer's signed read of the result key (after its receipt).
+async fn tx_key(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let tx = parse_id(&id)?;
+    let env: Envelope = parse_json(body)?;
+    let (signed, msg) = verify(&st, env)?;
+    let view = st.core().key_read(&signed.signer, &msg, &tx, now_ms())?;
+    Ok(Json(view).into_response())
+}
+
+/// `PUT /v1/tx/{id}/evidence`: the ciphertext of a disputed result, raw bytes, from
+/// anyone (it is content-addressed: only the bytes whose SHA256 both parties signed
+/// count). Hashed while it streams in, capped at the largest result; then decrypted with
+/// the committed key and checked against the manifest on the blocking pool, and the
+/// verdict goes to the core as a logged command.
+async fn tx_evidence(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult<Response> {
+    use futures_util::StreamExt as _;
+    use sha2::Digest as _;
+    let tx = parse_id(&id)?;
+    let Some(dispute) = st.core().dispute(&tx) else {
+        return Err(match st.core().tx(&tx) {
+            None => CoreError::UnknownTx(tx).into(),
+            Some(t) => match t.settlement {
+                Some(settlement) => CoreError::TxClosed { tx, settlement }.into(),
+                None => CoreError::WrongPhase { action: "evidence", phase: t.phase }.into(),
+            },
+        });
+    };
+    let (key, committed, article) = (dispute.key, dispute.enc_result_hash, dispute.article);
+    // Only the two parties know the transaction's secret: a stranger cannot hold the
+    // upload slot of someone else's dispute.
+    let given = headers.get(TRANSFER_AUTH_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    if !transfer_auth_matches(&dispute.transfer_auth, given) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("evidence comes from the transaction's parties: send {TRANSFER_AUTH_HEADER}"),
+        ));
+    }
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match declared {
+        Some(n) if n <= EVIDENCE_BYTES_MAX => {}
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("evidence over {EVIDENCE_BYTES_MAX} bytes (the largest result + tag)"),
+            ));
+        }
+        None => {
+            return Err(ApiError::new(
+                StatusCode::LENGTH_REQUIRED,
+                "length_required",
+                "evidence needs a Content-Length",
+            ));
+        }
+    }
+    // Few evidence uploads at once for the whole exchange: each holds up to a GiB.
+    let Ok(_permit) = st.evidence.try_acquire() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "busy",
+            "another evidence upload is in progress; try again",
+        ));
+    };
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = Vec::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request("bad_request", e.to_string()))?;
+        if (buf.len() + chunk.len()) as u64 > EVIDENCE_BYTES_MAX {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("evidence over {EVIDENCE_BYTES_MAX} bytes (the largest result + tag)"),
+            ));
+        }
+        hasher.update(&chunk);
+        buf.extend_from_slice(&chunk);
+    }
+    let found = Hash32(hasher.finalize().into());
+    if found != committed {
+        return Err(CoreError::WrongEvidence { found, committed }.into());
+    }
+    let manifest = st
+        .core()
+        .article(&article)
+        .ok_or_else(|| ApiError::internal("a transaction's article is gone"))?
+        .manifest;
+    let tx2 = tx.clone();
+    let judged = tokio::task::spawn_blocking(move || {
+        bitwrk_protocol::work::check_result(&manifest, &key, &tx2, buf).map(|_| ())
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let seller_fault = judged.err().map(|f| f.to_string());
+    tracing::info!(tx = %tx, seller_fault = ?seller_fault, "dispute decided by evidence");
+    let cmd = Command::Verdict { tx, enc_result_hash: found, seller_fault };
+    match st.submit(cmd, None, None).await? {
+        Answer::Tx(t) => Ok(Json(t).into_response()),
+        other => Err(ApiError::internal(format!("verdict answered with {other:?}"))),
     }
 }
 
@@ -857,7 +985,7 @@ async fn publish_article(
         }
         Runtime::NativeBlender { .. } => None,
     };
-    match st.submit(Command::Publish { signed, manifest: req.manifest }, msg, module).await? {
+    match st.submit(Command::Publish { signed, manifest: req.manifest }, Some(msg), module).await? {
         Answer::Article(a) => Ok(Json(a).into_response()),
         other => Err(ApiError::internal(format!("publish answered with {other:?}"))),
     }
@@ -992,6 +1120,7 @@ fn rules_of(config: &Config, exchange_id: String) -> Rules {
             establishing_s: config.establishing_s,
             transmitting_s: config.transmitting_s,
             working_s: config.working_s,
+            committed_s: config.committed_s,
             unverified_s: config.unverified_s,
             result_disputed_s: config.result_disputed_s,
         },
@@ -1101,6 +1230,7 @@ pub async fn serve(
             buckets: Mutex::new(HashMap::new()),
         },
         shutdown: shutdown_rx,
+        evidence: tokio::sync::Semaphore::new(EVIDENCE_UPLOADS_MAX),
     });
     let addr = listener.local_addr()?;
     tracing::info!(%addr, exchange = %exchange_id, replayed, accounts = ledger.accounts, open_bids = ledger.open_bids, "exchange listening");

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use bitwrk_exchange::Config;
 use bitwrk_exchange::client::{ClientError, ExchangeClient};
 use bitwrk_protocol::api::{BidState, ErrorBody};
-use bitwrk_protocol::message::{Message, Operation, receipt_text};
+use bitwrk_protocol::message::{Message, Operation};
 use bitwrk_protocol::{
     Envelope, Hash32, Manifest, Phase, PrivateKey, ReasonCode, Sat, Settlement, Side, TxAction, tx,
 };
@@ -186,17 +186,29 @@ async fn full_trade_over_http() {
     assert_eq!(api_code(e), (400, "bad_secret".into()));
     c.tx_action(&seller, &txid, TxAction::Secret { secret }).await.unwrap();
     let enc = Hash32::of(b"encrypted result");
-    let receipt = buyer.sign_message(&receipt_text(c.exchange_id(), &txid, &enc));
     let t = c
-        .tx_action(
-            &seller,
-            &txid,
-            TxAction::Result { enc_result_hash: enc, receipt, result_key: [7; 32] },
-        )
+        .tx_action(&seller, &txid, TxAction::Result { enc_result_hash: enc, result_key: [7; 32] })
         .await
         .unwrap();
-    assert_eq!(t.phase, Phase::Unverified);
-    assert_eq!(t.result_key.as_deref(), Some(hex::encode([7u8; 32]).as_str()));
+    assert_eq!(t.phase, Phase::Committed);
+    // The key is in no public view; only the buyer's receipt (and later its signed key
+    // read) gets it.
+    let key_hex = hex::encode([7u8; 32]);
+    let public = reqwest::get(format!("{}/v1/tx/{txid}", server.url)).await.unwrap();
+    assert!(!public.text().await.unwrap().contains(&key_hex));
+    let e = c.result_key(&buyer, &txid).await.unwrap_err();
+    assert_eq!(api_code(e), (409, "wrong_phase".into()));
+    let e = c.receipt(&seller, &txid, enc).await.unwrap_err();
+    assert_eq!(api_code(e), (403, "not_party".into()));
+    let e = c.receipt(&buyer, &txid, Hash32::of(b"another result")).await.unwrap_err();
+    assert_eq!(api_code(e), (400, "bad_receipt".into()));
+    let r = c.receipt(&buyer, &txid, enc).await.unwrap();
+    assert_eq!((r.tx.phase, r.result_key), (Phase::Unverified, Hash32([7; 32])));
+    assert_eq!(c.result_key(&buyer, &txid).await.unwrap().result_key, Hash32([7; 32]));
+    let e = c.result_key(&seller, &txid).await.unwrap_err();
+    assert_eq!(api_code(e), (403, "not_party".into()));
+    let public = reqwest::get(format!("{}/v1/tx/{txid}", server.url)).await.unwrap();
+    assert!(!public.text().await.unwrap().contains(&key_hex));
     let t = c.tx_action(&buyer, &txid, TxAction::Accept).await.unwrap();
     assert_eq!((t.phase, t.settlement), (Phase::Finished, Some(Settlement::PaidSeller)));
     assert_eq!(c.account(&seller.address()).await.unwrap().available_sat, Sat(100_001_000));
@@ -248,6 +260,154 @@ async fn full_trade_over_http() {
     server.stop().await;
 }
 
+/// Drive a fresh trade of `article` at 1000 sat to `committed`: the seller commits
+/// `enc` (its hash) with `key`. Returns the transaction id.
+async fn trade_to_committed(
+    c: &ExchangeClient,
+    buyer: &PrivateKey,
+    seller: &PrivateKey,
+    article: Hash32,
+    enc: &[u8],
+    key: [u8; 32],
+) -> bitwrk_protocol::Id {
+    c.place_bid(seller, article, Side::Sell, Sat(1000)).await.unwrap();
+    let txid = c.place_bid(buyer, article, Side::Buy, Sat(1000)).await.unwrap().tx.unwrap();
+    let (work, secret) = (Hash32::of(b"w"), [5u8; 32]);
+    let secret_hash = tx::secret_hash(&work, &secret);
+    c.tx_action(buyer, &txid, TxAction::EstablishBuyer { work_hash: work, secret_hash })
+        .await
+        .unwrap();
+    let worker_url = "http://127.0.0.1:9/".to_string();
+    c.tx_action(seller, &txid, TxAction::EstablishSeller { worker_url }).await.unwrap();
+    c.tx_action(seller, &txid, TxAction::Secret { secret }).await.unwrap();
+    let result = TxAction::Result { enc_result_hash: Hash32::of(enc), result_key: key };
+    assert_eq!(c.tx_action(seller, &txid, result).await.unwrap().phase, Phase::Committed);
+    txid
+}
+
+/// Disputes are decided by the evidence the exchange decrypts with the committed key,
+/// never by a timer: a good result goes against the buyer (dispute fee), a wrong key, a
+/// result that breaks the manifest, and garbage go against the seller.
+#[tokio::test]
+async fn evidence_decides_disputes() {
+    use bitwrk_protocol::{crypto, transfer};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path())).await;
+    let c = ExchangeClient::connect(&server.url).await.unwrap();
+    let (buyer, seller) = (PrivateKey::generate(), PrivateKey::generate());
+    let m = native_manifest("disputed");
+    c.publish(&seller, &m, &[]).await.unwrap();
+    let key = [3u8; 32];
+    let outputs = |name: &str| transfer::encode_result(&[(name.to_string(), vec![1, 2, 3])]);
+    // Every trade below uses the secret [5; 32]: its transfer credential.
+    let auth = transfer::transfer_auth(&Hash32([5; 32]));
+    let evidence_as = |id: &bitwrk_protocol::Id, auth: Option<Hash32>, body: Vec<u8>| {
+        let url = format!("{}/v1/tx/{id}/evidence", server.url);
+        async move {
+            let mut req = reqwest::Client::new().put(url).body(body);
+            if let Some(a) = auth {
+                req = req.header(transfer::TRANSFER_AUTH_HEADER, a.to_hex());
+            }
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let evidence = |id: &bitwrk_protocol::Id, body: Vec<u8>| evidence_as(id, Some(auth), body);
+    // (plaintext, key the seller commits, receipt first?) → settlement.
+    let cases: Vec<(Vec<u8>, [u8; 32], bool, Settlement)> = vec![
+        (outputs("image"), key, true, Settlement::DisputeBuyerFault),
+        (outputs("image"), [4; 32], true, Settlement::DisputeSellerFault),
+        (outputs("not-declared"), key, true, Settlement::DisputeSellerFault),
+        (b"garbage, no container".to_vec(), key, false, Settlement::DisputeSellerFault),
+        (outputs("image"), key, false, Settlement::DisputeBuyerFault),
+    ];
+    for (i, (plain, committed_key, receipted, expect)) in cases.into_iter().enumerate() {
+        let id_probe = bitwrk_protocol::Id::new(format!("probe{i}")).unwrap();
+        let (status, _) = evidence(&id_probe, vec![1]).await;
+        assert_eq!(status, 404);
+        // The id is known only after the match; seal for the id the exchange gives.
+        c.place_bid(&seller, m.id(), Side::Sell, Sat(1000)).await.unwrap();
+        let txid = c.place_bid(&buyer, m.id(), Side::Buy, Sat(1000)).await.unwrap().tx.unwrap();
+        let (enc, _) = crypto::seal(&key, &txid, &plain);
+        let (status, body) = evidence(&txid, enc.clone()).await;
+        assert_eq!((status, body["error"].as_str()), (409, Some("wrong_phase")));
+        let (work, secret) = (Hash32::of(b"w"), [5u8; 32]);
+        let secret_hash = tx::secret_hash(&work, &secret);
+        c.tx_action(&buyer, &txid, TxAction::EstablishBuyer { work_hash: work, secret_hash })
+            .await
+            .unwrap();
+        let worker_url = "http://127.0.0.1:9/".to_string();
+        c.tx_action(&seller, &txid, TxAction::EstablishSeller { worker_url }).await.unwrap();
+        c.tx_action(&seller, &txid, TxAction::Secret { secret }).await.unwrap();
+        let result =
+            TxAction::Result { enc_result_hash: Hash32::of(&enc), result_key: committed_key };
+        c.tx_action(&seller, &txid, result).await.unwrap();
+        if receipted {
+            c.receipt(&buyer, &txid, Hash32::of(&enc)).await.unwrap();
+        }
+        let before = c.account(&buyer.address()).await.unwrap();
+        let t = c.tx_action(&buyer, &txid, TxAction::RejectResult).await.unwrap();
+        assert_eq!((t.phase, t.dispute_deposit_sat), (Phase::ResultDisputed, Sat(100)));
+        // A stranger (no credential, or a guessed one) may not upload.
+        for stranger in [None, Some(Hash32::of(b"guess"))] {
+            let (status, body) = evidence_as(&txid, stranger, enc.clone()).await;
+            assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")), "{body}");
+        }
+        let (status, body) = evidence(&txid, b"other bytes".to_vec()).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("wrong_evidence")), "{body}");
+        let t = c.upload_evidence(&txid, &auth, enc).await.unwrap();
+        assert_eq!(t.settlement, Some(expect), "case {i}");
+        let after = c.account(&buyer.address()).await.unwrap();
+        let paid = if expect == Settlement::DisputeBuyerFault { 1030 + 100 } else { 0 };
+        assert_eq!(after.available_sat.0, before.available_sat.0 + 1030 - paid, "case {i}");
+        let (status, body) = evidence(&txid, vec![]).await;
+        assert_eq!((status, body["error"].as_str()), (409, Some("tx_closed")));
+    }
+    let b = c.account(&buyer.address()).await.unwrap().record;
+    let s = c.account(&seller.address()).await.unwrap().record;
+    assert_eq!((b.disputes_won, b.disputes_lost, s.seller_faults), (3, 2, 3));
+    let raw = reqwest::get(format!("{}/v1/accounts/{}", server.url, seller.address()))
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(raw["seller_faults"], 3, "{raw}");
+    let l = c.ledger().await.unwrap();
+    assert_eq!(l.available_sat.0 + l.blocked_sat.0 + l.fees_sat.0, l.created_sat.0);
+    server.stop().await;
+}
+
+/// Free work has a price: a buyer that never signs a receipt for a committed result
+/// lapses at the deadline, pays the seller half, and it is on its record.
+#[tokio::test]
+async fn a_buyer_who_never_signs_pays_a_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Config {
+        // Deadlines count from the previous one: the lapse comes 7 s after the match.
+        establishing_s: 2,
+        transmitting_s: 2,
+        working_s: 2,
+        committed_s: 1,
+        ..config(dir.path())
+    })
+    .await;
+    let c = ExchangeClient::connect(&server.url).await.unwrap();
+    let (buyer, seller) = (PrivateKey::generate(), PrivateKey::generate());
+    let m = native_manifest("lapsing");
+    c.publish(&seller, &m, &[]).await.unwrap();
+    let txid = trade_to_committed(&c, &buyer, &seller, m.id(), b"enc", [1; 32]).await;
+    let t = c.tx(&txid).await.unwrap();
+    let t = c.wait_tx(&txid, t.version, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(t.settlement, Some(Settlement::Lapsed));
+    assert_eq!(c.account(&seller.address()).await.unwrap().available_sat, Sat(100_000_500));
+    let b = c.account(&buyer.address()).await.unwrap();
+    assert_eq!(b.available_sat, Sat(100_000_000 - 500 - 15));
+    assert_eq!((b.record.lapsed, b.record.trades_bought), (1, 1));
+    server.stop().await;
+}
+
 /// n − s for secp256k1's group order n (makes a high-S twin of a low-S signature).
 fn negate_s(s: &[u8]) -> [u8; 32] {
     const N: [u8; 32] = [
@@ -277,7 +437,12 @@ async fn refusals_are_json_4xx() {
     let m = native_manifest("refusals");
     c.publish(&key, &m, &[]).await.unwrap();
     let bids = format!("{}/v1/bids", server.url);
-    let op = || Operation::Bid { article: m.id(), side: Side::Sell, price: Sat(5) };
+    let op = || Operation::Bid {
+        article: m.id(),
+        side: Side::Sell,
+        price: Sat(5),
+        exclude: Vec::new(),
+    };
     let now_s = c.exchange_now_ms() / 1000;
 
     // The same envelope twice: the first answer; another message under its nonce: 409.
@@ -286,7 +451,7 @@ async fn refusals_are_json_4xx() {
     let again: bitwrk_protocol::api::BidView = c.post_envelope("/v1/bids", &env).await.unwrap();
     assert_eq!(first, again);
     let mut msg = Message::parse(&env.message).unwrap();
-    msg.op = Operation::Bid { article: m.id(), side: Side::Sell, price: Sat(6) };
+    msg.op = Operation::Bid { article: m.id(), side: Side::Sell, price: Sat(6), exclude: vec![] };
     let e = c.post_envelope::<serde_json::Value>("/v1/bids", &msg.sign(&key)).await.unwrap_err();
     assert_eq!(api_code(e), (409, "nonce_reused".into()));
 
@@ -306,6 +471,25 @@ async fn refusals_are_json_4xx() {
     let mut forged = c.sign(&other, op());
     forged.address = key.address().to_string();
     check(forged, 401, "bad_signature").await;
+    // The key's own valid signature with the recovery id flipped, for a cached key
+    // (the key signed the bids above), and for an address seen for the first time.
+    for signer in [&key, &PrivateKey::generate()] {
+        let mut env = c.sign(signer, op());
+        let mut raw = base64::engine::general_purpose::STANDARD.decode(&env.signature).unwrap();
+        raw[0] ^= 1;
+        env.signature = base64::engine::general_purpose::STANDARD.encode(&raw);
+        check(env, 401, "bad_signature").await;
+    }
+    // An accepted envelope sent to another endpoint, or for another id, is refused: nonce
+    // memory answers only where and for what it was made.
+    let cancel = c.sign(&key, Operation::Cancel { bid: first.id.clone() });
+    let _: serde_json::Value =
+        c.post_envelope(&format!("/v1/bids/{}/cancel", first.id), &cancel).await.unwrap();
+    for path in ["/v1/bids/b1other/cancel".to_string(), format!("/v1/tx/{}", first.id)] {
+        let e = c.post_envelope::<serde_json::Value>(&path, &cancel).await.unwrap_err();
+        let (status, _) = api_code(e);
+        assert!((400..500).contains(&status), "{path}: {status}");
+    }
     // High S.
     let mut env = c.sign(&key, op());
     let mut raw = base64::engine::general_purpose::STANDARD.decode(&env.signature).unwrap();
@@ -596,7 +780,10 @@ async fn malformed_input_never_5xx() {
     let m = native_manifest("fuzz");
     c.publish(&key, &m, &[]).await.unwrap();
     let good = serde_json::to_vec(
-        &c.sign(&key, Operation::Bid { article: m.id(), side: Side::Buy, price: Sat(5) }),
+        &c.sign(
+            &key,
+            Operation::Bid { article: m.id(), side: Side::Buy, price: Sat(5), exclude: vec![] },
+        ),
     )
     .unwrap();
     let publish = serde_json::to_vec(&bitwrk_protocol::api::PublishRequest {

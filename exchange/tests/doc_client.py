@@ -188,11 +188,15 @@ t = wait_tx(tx, t["version"], "transmitting")
 assert t["worker_url"] == "http://127.0.0.1:9/work?x=1", t
 tx_action(seller, tx, "secret", [("secret", secret.hex())])
 enc = sha256(b"encrypted result").hex()
-receipt = buyer.sign("v=1&exchange=%s&op=receipt&tx=%s&enc_result_hash=%s" % (pct(EXCHANGE), tx, enc))
 result_key = secrets.token_hex(32)
-tx_action(seller, tx, "result", [("enc_result_hash", enc), ("receipt", receipt), ("result_key", result_key)])
-t = wait_tx(tx, 0, "unverified")
-assert t["result_key"] == result_key, t
+tx_action(seller, tx, "result", [("enc_result_hash", enc), ("result_key", result_key)])
+t = wait_tx(tx, 0, "committed")
+assert "result_key" not in t, "the key is in no public view"
+# The buyer's receipt for the committed hash: its answer is the only one with the key.
+t = tx_action(buyer, tx, "receipt", [("enc_result_hash", enc)])
+assert t["phase"] == "unverified" and t["result_key"] == result_key, t
+k = ok("POST", "/v1/tx/%s/key" % tx, envelope(buyer, "key", [("tx", tx)]))
+assert k["result_key"] == result_key, k
 t = tx_action(buyer, tx, "accept")
 assert t["phase"] == "finished" and t["settlement"] == "paid_seller", t
 

@@ -22,6 +22,8 @@ pub struct Deadlines {
     pub establishing_s: u64,
     pub transmitting_s: u64,
     pub working_s: u64,
+    /// How long a buyer has to sign the receipt for a committed result.
+    pub committed_s: u64,
     pub unverified_s: u64,
     pub result_disputed_s: u64,
 }
@@ -32,6 +34,7 @@ impl Default for Deadlines {
             establishing_s: 60,
             transmitting_s: 120,
             working_s: 300,
+            committed_s: 120,
             unverified_s: 900,
             result_disputed_s: 900,
         }
@@ -48,6 +51,7 @@ impl Deadlines {
             }
             Phase::Transmitting => Some(self.transmitting_s),
             Phase::Working => Some(self.working_s),
+            Phase::Committed => Some(self.committed_s),
             Phase::Unverified => Some(self.unverified_s),
             Phase::ResultDisputed => Some(self.result_disputed_s),
             Phase::Finished | Phase::WorkDisputed => None,
@@ -124,11 +128,13 @@ pub struct TxView {
     pub work_hash: Option<Hash32>,
     pub secret_hash: Option<Hash32>,
     pub worker_url: Option<String>,
+    /// The hash of the encrypted result the seller committed to (`result`). The key and
+    /// the buyer's receipt envelope are in no public view: whoever could resend that
+    /// envelope would be answered with the key.
     pub enc_result_hash: Option<Hash32>,
-    pub receipt: Option<String>,
-    /// Hex of the one-time result key, once the seller posted `result`.
-    pub result_key: Option<String>,
     pub reason: Option<ReasonCode>,
+    /// The buyer's dispute deposit, held since `reject_result` (0 before).
+    pub dispute_deposit_sat: Sat,
     /// Set exactly once, when the escrow was paid out or refunded.
     pub settlement: Option<Settlement>,
     pub history: Vec<PhaseEntry>,
@@ -144,12 +150,57 @@ pub struct PhaseEntry {
     pub note: Option<String>,
 }
 
-/// `GET /v1/accounts/{address}`.
+impl TxView {
+    /// Whether the buyer signed a receipt for the committed result (and so holds the
+    /// ciphertext and got the key).
+    pub fn receipted(&self) -> bool {
+        self.history.iter().any(|h| h.phase == Phase::Unverified)
+    }
+}
+
+/// The answer to the buyer's `receipt` (only to that envelope, also when resent): the
+/// transaction as [`TxView`] (its fields flattened) and the result key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReceiptAnswer {
+    #[serde(flatten)]
+    pub tx: TxView,
+    /// 64 hex: the key the seller committed.
+    pub result_key: Hash32,
+}
+
+/// `POST /v1/tx/{id}/key` (op `key`, signed by the buyer, after its receipt).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyView {
+    pub tx: Id,
+    pub enc_result_hash: Hash32,
+    pub result_key: Hash32,
+}
+
+/// `GET /v1/accounts/{address}`: money and the account's record as a trader.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AccountView {
     pub address: Address,
     pub available_sat: Sat,
     pub blocked_sat: Sat,
+    #[serde(flatten)]
+    pub record: Record,
+}
+
+/// An account's record, counted when its transactions settle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    /// Settled transactions as buyer / as seller (every settlement counts).
+    pub trades_bought: u64,
+    pub trades_sold: u64,
+    /// As buyer: disputes the evidence decided for it / against it (no evidence counts
+    /// as lost).
+    pub disputes_won: u64,
+    pub disputes_lost: u64,
+    /// As seller: disputes lost (its key did not open the result, or the outputs broke
+    /// the manifest).
+    pub seller_faults: u64,
+    /// As buyer: committed results it never signed a receipt for.
+    pub lapsed: u64,
 }
 
 /// Query of `GET /v1/bids/{id}` and `GET /v1/tx/{id}`: wait up to `wait_ms` for a

@@ -147,6 +147,33 @@ impl Jacobian {
     }
 }
 
+impl Jacobian {
+    /// Whether this point is exactly the `R` a recovery id names for `r`: affine x is
+    /// `r` (or `r + n` when `x_reduced`), and affine y is odd iff `y_odd`.
+    fn is_r_of(&self, r: &Scalar, x_reduced: bool, y_odd: bool) -> bool {
+        if self.infinity {
+            return false;
+        }
+        let r_bytes = r.to_bytes();
+        let mut x = Option::<Fe>::from(Fe::from_bytes(&r_bytes)).expect("r < n < p");
+        if x_reduced {
+            if r_bytes.as_slice() >= P_MINUS_N.as_slice() {
+                return false; // r + n would not be a field element
+            }
+            let n_fe =
+                Option::<Fe>::from(Fe::from_bytes(&FieldBytes::from(N_BYTES))).expect("n < p");
+            x = (x + n_fe).normalize_weak();
+        }
+        let zz = self.z.square();
+        if !bool::from((x * zz + self.x.negate(1)).normalizes_to_zero()) {
+            return false;
+        }
+        let Some(z_inv) = Option::<Fe>::from(self.z.invert()) else { return false };
+        let y = (self.y * (z_inv.square() * z_inv)).normalize();
+        bool::from(y.is_odd()) == y_odd
+    }
+}
+
 /// The group order n, big-endian.
 const N_BYTES: [u8; 32] = [
     0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe,
@@ -304,9 +331,24 @@ impl KeyTable {
     /// ECDSA verification of `signature` over the 32-byte `prehash`, with the same
     /// answer as k256's `VerifyingKey::verify_prehash` (which also refuses high S).
     pub fn verify_prehash(&self, prehash: &[u8; 32], signature: &Signature) -> bool {
+        self.r_point(prehash, signature).is_some_and(|(acc, r)| acc.x_mod_n_is(&r))
+    }
+
+    /// Strict verification of a Bitcoin compact signature: as [`KeyTable::verify_prehash`],
+    /// and the recovery id must name the point `R` the check computed (y parity, and
+    /// whether x overflowed n), so that the signature recovers exactly this key, as
+    /// recovery (and Bitcoin Core) would have it. One field inversion more.
+    pub fn verify_compact(&self, prehash: &[u8; 32], sig: &CompactSignature) -> bool {
+        self.r_point(prehash, &sig.signature).is_some_and(|(acc, r)| {
+            acc.is_r_of(&r, sig.recovery_id.is_x_reduced(), sig.recovery_id.is_y_odd())
+        })
+    }
+
+    /// `R = u1·G + u2·Q` with `r`, or `None` for high S.
+    fn r_point(&self, prehash: &[u8; 32], signature: &Signature) -> Option<(Jacobian, Scalar)> {
         let (r, s) = signature.split_scalars();
         if bool::from(s.is_high()) {
-            return false;
+            return None;
         }
         let z = <Scalar as Reduce<FieldBytes>>::reduce(&FieldBytes::from(*prehash));
         let s_inv: Scalar = *s.invert_vartime();
@@ -315,7 +357,7 @@ impl KeyTable {
         let mut acc = Jacobian::IDENTITY;
         self.table.mul_add(&mut acc, &u2);
         G_TABLE.mul_add(&mut acc, &u1);
-        acc.x_mod_n_is(&r)
+        Some((acc, *r))
     }
 }
 
@@ -366,7 +408,7 @@ impl HotTables {
 /// Address → public key, learnt from the first recovered signature of each address, so
 /// later signatures need one ECDSA verification instead of a key recovery; keys that
 /// keep signing get a [`KeyTable`], which makes the verification cheaper still. Used by
-/// the exchange for every envelope and by sellers for buyers' receipts.
+/// the exchange for every envelope.
 pub struct KeyCache {
     keys_max: usize,
     tables_max: usize,
@@ -406,7 +448,7 @@ impl KeyCache {
         }
         let table = self.tables.lock().expect("key table lock").get(address, self.tables_max);
         if let Some(table) = table {
-            return if table.verify_prehash(hash, &sig.signature) {
+            return if table.verify_compact(hash, sig) {
                 Ok(Checked::Table)
             } else {
                 Err(not_signed())
@@ -455,9 +497,18 @@ mod tests {
             let sig = CompactSignature::from_base64(&signer.sign_message(msg)).unwrap();
             cache.verify(&k.address(), &message_hash(msg), &sig)
         };
-        // Another key's signature is refused at every stage.
+        // The key's own valid signature with its recovery id flipped (y parity), which
+        // recovers another key: what Bitcoin Core refuses.
+        let flipped = |msg: &str| {
+            let mut sig = CompactSignature::from_base64(&k.sign_message(msg)).unwrap();
+            let b = sig.recovery_id.to_byte() ^ 1;
+            sig.recovery_id = k256::ecdsa::RecoveryId::from_byte(b).unwrap();
+            cache.verify(&k.address(), &message_hash(msg), &sig)
+        };
+        // Another key's signature, and a flipped recovery id, are refused at every stage.
         let refused = |c: &dyn Fn(&PrivateKey, &str) -> Result<Checked, IdentityError>| {
             assert!(matches!(c(&other, "x"), Err(IdentityError::NotSigned(_))));
+            assert!(flipped("y").is_err());
         };
         refused(&check);
         assert_eq!(check(&k, "a").unwrap(), Checked::Recovered);

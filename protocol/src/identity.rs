@@ -361,8 +361,10 @@ pub fn verify_message(address: &str, signature_b64: &str, message: &str) -> Resu
     Ok(())
 }
 
-/// Verify against a public key already known for the address (the verifier's cache):
-/// a plain ECDSA verification, cheaper than recovery. Still refuses high S.
+/// Verify against a public key already known for the address (the verifier's cache).
+/// Strict like [`verify_message`]: the signature's recovery id must recover this very
+/// key (Bitcoin Core refuses a valid signature with a flipped recovery id, and so must a
+/// verifier that happens to know the key already). Refuses high S.
 pub fn verify_with_key(key: &VerifyingKey, signature_b64: &str, message: &str) -> Result<()> {
     let sig = CompactSignature::from_base64(signature_b64)?;
     verify_prehash(key, &message_hash(message), &sig)
@@ -370,9 +372,10 @@ pub fn verify_with_key(key: &VerifyingKey, signature_b64: &str, message: &str) -
 
 /// [`verify_with_key`] for a signature already decoded and a message already hashed.
 pub fn verify_prehash(key: &VerifyingKey, hash: &[u8; 32], sig: &CompactSignature) -> Result<()> {
-    use k256::ecdsa::signature::hazmat::PrehashVerifier;
-    key.verify_prehash(hash, &sig.signature)
-        .map_err(|_| IdentityError::NotSigned(Address::from_verifying_key(key).to_string()))
+    match sig.recover(hash) {
+        Ok(k) if k == *key => Ok(()),
+        _ => Err(IdentityError::NotSigned(Address::from_verifying_key(key).to_string())),
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! reads, no tokio). Callers pass time in. Only this crate defines wire formats.
 
 pub mod api;
+pub mod crypto;
 pub mod fast_verify;
 pub mod hash;
 pub mod id;

@@ -20,6 +20,10 @@ pub const MESSAGE_BYTES_MAX: usize = 4096;
 pub const URL_BYTES_MAX: usize = 1024;
 /// Longest exchange id.
 pub const EXCHANGE_ID_CHARS_MAX: usize = 64;
+/// Most sellers a buy bid may exclude (`exclude=`): a buyer re-bids at most a few times
+/// per request (the host's `BUY_ATTEMPTS_MAX` is 3), leaving out each seller that cheated
+/// it; 8 leaves room and keeps the text far below [`MESSAGE_BYTES_MAX`] (8 × 34 chars).
+pub const BID_EXCLUDE_MAX: usize = 8;
 
 /// What is sent over HTTP: the signer's address, the signature and the exact signed text.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,10 +37,30 @@ pub struct Envelope {
 /// The operation a message asks for, with its keys in wire order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
-    Bid { article: Hash32, side: Side, price: Sat },
-    Cancel { bid: Id },
-    Tx { tx: Id, action: TxAction },
-    Publish { article: Hash32, module_sha256: Hash32, size: u64 },
+    /// `exclude`: sellers this buy bid must not match (sorted, distinct, at most
+    /// [`BID_EXCLUDE_MAX`]; empty for sell bids). Absent from the text when empty.
+    Bid {
+        article: Hash32,
+        side: Side,
+        price: Sat,
+        exclude: Vec<Address>,
+    },
+    Cancel {
+        bid: Id,
+    },
+    Tx {
+        tx: Id,
+        action: TxAction,
+    },
+    Publish {
+        article: Hash32,
+        module_sha256: Hash32,
+        size: u64,
+    },
+    /// The buyer's signed read of a transaction's result key (`POST /v1/tx/{id}/key`).
+    Key {
+        tx: Id,
+    },
 }
 
 impl Operation {
@@ -46,6 +70,7 @@ impl Operation {
             Operation::Cancel { .. } => "cancel",
             Operation::Tx { .. } => "tx",
             Operation::Publish { .. } => "publish",
+            Operation::Key { .. } => "key",
         }
     }
 }
@@ -135,11 +160,16 @@ impl Message {
             ("op", self.op.name().to_string()),
         ];
         match &self.op {
-            Operation::Bid { article, side, price } => {
+            Operation::Bid { article, side, price, exclude } => {
                 p.push(("article", article.to_hex()));
                 p.push(("side", side.as_str().into()));
                 p.push(("price", price.0.to_string()));
+                if !exclude.is_empty() {
+                    let list: Vec<String> = exclude.iter().map(|a| a.to_string()).collect();
+                    p.push(("exclude", list.join(",")));
+                }
             }
+            Operation::Key { tx } => p.push(("tx", tx.to_string())),
             Operation::Cancel { bid } => p.push(("bid", bid.to_string())),
             Operation::Tx { tx, action } => {
                 p.push(("tx", tx.to_string()));
@@ -153,10 +183,12 @@ impl Message {
                         p.push(("worker_url", worker_url.clone()))
                     }
                     TxAction::Secret { secret } => p.push(("secret", hex::encode(secret))),
-                    TxAction::Result { enc_result_hash, receipt, result_key } => {
+                    TxAction::Result { enc_result_hash, result_key } => {
                         p.push(("enc_result_hash", enc_result_hash.to_hex()));
-                        p.push(("receipt", receipt.clone()));
                         p.push(("result_key", hex::encode(result_key)));
+                    }
+                    TxAction::Receipt { enc_result_hash } => {
+                        p.push(("enc_result_hash", enc_result_hash.to_hex()))
                     }
                     TxAction::Accept | TxAction::RejectResult => {}
                     TxAction::RejectWork { reason } => p.push(("reason", reason.as_str().into())),
@@ -221,14 +253,20 @@ impl Message {
         }
         let op_name = r.take("op")?;
         let op = match op_name {
-            "bid" => Operation::Bid {
-                article: r.hash("article")?,
-                side: r
+            "bid" => {
+                let article = r.hash("article")?;
+                let side: Side = r
                     .take("side")?
                     .parse()
-                    .map_err(|why| MessageError::BadValue { key: "side", why })?,
-                price: Sat(r.number("price")?),
-            },
+                    .map_err(|why| MessageError::BadValue { key: "side", why })?;
+                let price = Sat(r.number("price")?);
+                let exclude = match r.peek_key() {
+                    Some("exclude") => parse_exclude(side, r.take("exclude")?)?,
+                    _ => Vec::new(),
+                };
+                Operation::Bid { article, side, price, exclude }
+            }
+            "key" => Operation::Key { tx: r.id("tx")? },
             "cancel" => Operation::Cancel { bid: r.id("bid")? },
             "tx" => {
                 let tx = r.id("tx")?;
@@ -247,13 +285,9 @@ impl Message {
                     "secret" => TxAction::Secret { secret: r.bytes32("secret")? },
                     "result" => TxAction::Result {
                         enc_result_hash: r.hash("enc_result_hash")?,
-                        receipt: {
-                            let s = r.take("receipt")?.to_string();
-                            identity::CompactSignature::from_base64(&s)?;
-                            s
-                        },
                         result_key: r.bytes32("result_key")?,
                     },
+                    "receipt" => TxAction::Receipt { enc_result_hash: r.hash("enc_result_hash")? },
                     "accept" => TxAction::Accept,
                     "reject_result" => TxAction::RejectResult,
                     "reject_work" => TxAction::RejectWork {
@@ -312,6 +346,27 @@ impl Message {
             message,
         }
     }
+}
+
+/// `exclude=`: comma-separated P2PKH addresses in ascending order, no repeats (one text per
+/// set), 1..=[`BID_EXCLUDE_MAX`] of them, buy bids only.
+fn parse_exclude(side: Side, list: &str) -> Result<Vec<Address>> {
+    let bad = |why: String| MessageError::BadValue { key: "exclude", why };
+    if side != Side::Buy {
+        return Err(bad("only a buy bid may exclude sellers".into()));
+    }
+    let mut out: Vec<Address> = Vec::new();
+    for part in list.split(',') {
+        if out.len() == BID_EXCLUDE_MAX {
+            return Err(bad(format!("at most {BID_EXCLUDE_MAX} addresses")));
+        }
+        let a: Address = part.parse().map_err(|e: IdentityError| bad(e.to_string()))?;
+        if out.last().is_some_and(|l| l.as_str() >= a.as_str()) {
+            return Err(bad("addresses must be in ascending order without repeats".into()));
+        }
+        out.push(a);
+    }
+    Ok(out)
 }
 
 fn is_lower_hex(s: &str) -> bool {
@@ -407,16 +462,6 @@ impl Envelope {
     }
 }
 
-/// The text a buyer signs as receipt for an encrypted result (PROTOCOL §4 `result`).
-pub fn receipt_text(exchange: &str, tx: &Id, enc_result_hash: &Hash32) -> String {
-    format!(
-        "v=1&exchange={}&op=receipt&tx={}&enc_result_hash={}",
-        percent_encode(exchange),
-        tx,
-        enc_result_hash
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,11 +482,9 @@ mod tests {
             "http://[a-z0-9.]{1,20}:[0-9]{1,5}/[ -~]{0,40}"
                 .prop_map(|u| TxAction::EstablishSeller { worker_url: u }),
             any::<[u8; 32]>().prop_map(|s| TxAction::Secret { secret: s }),
-            (arb_hash(), any::<[u8; 32]>()).prop_map(|(h, k)| TxAction::Result {
-                enc_result_hash: h,
-                receipt: PrivateKey::from_secret_bytes(&[7; 32], true).unwrap().sign_message("r"),
-                result_key: k
-            }),
+            (arb_hash(), any::<[u8; 32]>())
+                .prop_map(|(h, k)| TxAction::Result { enc_result_hash: h, result_key: k }),
+            arb_hash().prop_map(|h| TxAction::Receipt { enc_result_hash: h }),
             Just(TxAction::Accept),
             Just(TxAction::RejectResult),
             proptest::sample::select(ReasonCode::ALL.to_vec())
@@ -451,11 +494,19 @@ mod tests {
 
     fn arb_op() -> impl Strategy<Value = Operation> {
         prop_oneof![
-            (arb_hash(), any::<bool>(), any::<u64>()).prop_map(|(a, b, p)| Operation::Bid {
-                article: a,
-                side: if b { Side::Buy } else { Side::Sell },
-                price: Sat(p)
-            }),
+            (arb_hash(), any::<bool>(), any::<u64>(), 0..=BID_EXCLUDE_MAX).prop_map(
+                |(a, b, p, n)| {
+                    let side = if b { Side::Buy } else { Side::Sell };
+                    let mut exclude: Vec<Address> = if side == Side::Buy {
+                        (0..n).map(|i| key(i as u8 + 1).address()).collect()
+                    } else {
+                        Vec::new()
+                    };
+                    exclude.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+                    Operation::Bid { article: a, side, price: Sat(p), exclude }
+                }
+            ),
+            arb_id().prop_map(|tx| Operation::Key { tx }),
             arb_id().prop_map(|bid| Operation::Cancel { bid }),
             (arb_id(), arb_action()).prop_map(|(tx, action)| Operation::Tx { tx, action }),
             (arb_hash(), arb_hash(), any::<u64>()).prop_map(|(a, m, s)| Operation::Publish {
@@ -504,6 +555,40 @@ mod tests {
             let forged = Envelope { signature: base64::engine::general_purpose::STANDARD.encode(&raw), ..env.clone() };
             prop_assert!(forged.verify().is_err());
         }
+    }
+
+    fn key(i: u8) -> PrivateKey {
+        PrivateKey::from_secret_bytes(&[i; 32], true).unwrap()
+    }
+
+    #[test]
+    fn exclude_is_canonical_and_bounded() {
+        let mut a: Vec<Address> = (1..=9).map(|i| key(i).address()).collect();
+        a.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+        let with = |list: &[Address], side: &str| {
+            let l: Vec<&str> = list.iter().map(|a| a.as_str()).collect();
+            ok_text()
+                .replace("side=buy", &format!("side={side}"))
+                .replace("price=100", &format!("price=100&exclude={}", l.join("%2C")))
+        };
+        let m = Message::parse(&with(&a[..2], "buy")).unwrap();
+        assert!(matches!(&m.op, Operation::Bid { exclude, .. } if exclude[..] == a[..2]));
+        assert_eq!(m.encode(), with(&a[..2], "buy"));
+        Message::parse(&with(&a[..BID_EXCLUDE_MAX], "buy")).unwrap();
+        let bad = |t: String| {
+            assert!(
+                matches!(Message::parse(&t), Err(MessageError::BadValue { key: "exclude", .. })),
+                "{t}"
+            )
+        };
+        bad(with(&a[..BID_EXCLUDE_MAX + 1], "buy"));
+        bad(with(&[a[1].clone(), a[0].clone()], "buy"));
+        bad(with(&[a[0].clone(), a[0].clone()], "buy"));
+        bad(with(&a[..1], "sell"));
+        bad(ok_text().replace("price=100", "price=100&exclude="));
+        // an unescaped comma is not canonical
+        let raw = with(&a[..2], "buy").replace("%2C", ",");
+        assert_eq!(Message::parse(&raw).unwrap_err(), MessageError::NotCanonical);
     }
 
     fn ok_text() -> String {

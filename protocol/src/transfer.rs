@@ -1,5 +1,5 @@
 //! The buyer ↔ seller transfer (PROTOCOL §5) as wire types: the work offer and its
-//! bitmap answer, chunk upload framing, the result container and the receipt body.
+//! bitmap answer, chunk upload framing and the result container.
 //! Pure functions, no IO; the HTTP side lives in `bitwrk-host` (docs/PROTOCOL.md).
 
 use crate::hash::Hash32;
@@ -32,10 +32,11 @@ pub mod limits {
 pub const WORK_PATH: &str = "/v1/work";
 
 /// Header that authenticates the buyer on every transfer request after the offer
-/// (chunks, result, receipt): 64 hex of [`transfer_auth`] of the tx's secret. Only the
-/// buyer and the seller know the secret (the buyer sends it in the offer, which the seller
-/// checks against the committed `secret_hash`; the exchange never shows it), so a stranger
-/// who knows every public id cannot read a result nor feed chunks into a trade.
+/// (chunks, result), and either party on an evidence upload to the exchange: 64 hex of
+/// [`transfer_auth`] of the tx's secret. Only the buyer and the seller know the secret
+/// (the buyer sends it in the offer, which the seller checks against the committed
+/// `secret_hash`; the exchange never shows it), so a stranger who knows every public id
+/// cannot read a result, feed chunks into a trade, or hold up a dispute.
 pub const TRANSFER_AUTH_HEADER: &str = "x-bitwrk-transfer-auth";
 
 /// Domain tag of [`transfer_auth`], so the credential is never the hash of anything else.
@@ -106,27 +107,6 @@ impl WorkOfferAnswer {
 #[serde(deny_unknown_fields)]
 pub struct ChunksAnswer {
     pub still_missing: u64,
-}
-
-/// `POST /v1/work/{tx}/receipt`: the buyer's signature (base64) over
-/// [`crate::message::receipt_text`] for the encrypted result it received.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReceiptBody {
-    pub receipt: String,
-}
-
-/// Answer to a receipt: the transaction's version once the seller's `result` was
-/// accepted by the exchange, so the buyer's next long poll returns at once; and the
-/// result key the seller just posted, so the buyer need not read it back from the
-/// exchange. The key is only a shortcut: the exchange's copy is the binding one, and a
-/// key that does not open the result sends the buyer to the exchange for it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReceiptAnswer {
-    pub tx_version: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result_key: Option<Hash32>,
 }
 
 /// Answer to a result poll that timed out before the result was ready (HTTP 202).

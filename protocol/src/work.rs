@@ -108,6 +108,66 @@ impl WorkManifest {
     }
 }
 
+/// Why a result breaks the contract. One type for every place that judges a result: the
+/// buyer before it accepts, the seller before it commits, the exchange in a dispute.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+pub enum ResultFault {
+    #[error("the result does not decrypt with the committed key (wrong key or altered bytes)")]
+    Decrypt,
+    #[error("the decrypted result is not a valid result container: {0}")]
+    Container(String),
+    #[error("output {0:?} is not declared by the article")]
+    Undeclared(String),
+    #[error("output {0:?} appears twice")]
+    Repeated(String),
+    #[error("output {0:?} is declared but missing")]
+    Missing(String),
+    #[error("output {name:?} has {bytes} bytes, more than its max_bytes {max}")]
+    TooLarge { name: String, bytes: u64, max: u64 },
+}
+
+/// Outputs must be exactly the article's declared ones, each once, each within its
+/// `max_bytes` (PROTOCOL §5). The one check of outputs against a manifest.
+pub fn check_outputs(
+    manifest: &crate::Manifest,
+    outputs: &[(String, Vec<u8>)],
+) -> Result<(), ResultFault> {
+    for (i, (name, data)) in outputs.iter().enumerate() {
+        let Some(decl) = manifest.output(name) else {
+            return Err(ResultFault::Undeclared(name.chars().take(64).collect()));
+        };
+        if outputs[..i].iter().any(|(n, _)| n == name) {
+            return Err(ResultFault::Repeated(name.clone()));
+        }
+        if data.len() as u64 > decl.max_bytes {
+            return Err(ResultFault::TooLarge {
+                name: name.clone(),
+                bytes: data.len() as u64,
+                max: decl.max_bytes,
+            });
+        }
+    }
+    if let Some(d) = manifest.outputs.iter().find(|d| !outputs.iter().any(|(n, _)| *n == d.name)) {
+        return Err(ResultFault::Missing(d.name.clone()));
+    }
+    Ok(())
+}
+
+/// Judge an encrypted result: decrypt it for `tx` with `key` (in place), decode the
+/// container and check the outputs against `manifest`. `Ok` means the seller delivered.
+pub fn check_result(
+    manifest: &crate::Manifest,
+    key: &[u8; 32],
+    tx: &crate::Id,
+    mut enc: Vec<u8>,
+) -> Result<Vec<(String, Vec<u8>)>, ResultFault> {
+    crate::crypto::open_in_place(key, tx, &mut enc).map_err(|_| ResultFault::Decrypt)?;
+    let outputs =
+        crate::transfer::decode_result(&enc).map_err(|e| ResultFault::Container(e.to_string()))?;
+    check_outputs(manifest, &outputs)?;
+    Ok(outputs)
+}
+
 /// A bitmap over a list, most significant bit first (bit i set = item i wanted).
 pub fn bitmap_encode(bits: &[bool]) -> Vec<u8> {
     let mut out = vec![0u8; bits.len().div_ceil(8)];
@@ -184,6 +244,55 @@ mod tests {
             let enc = bitmap_encode(&bits);
             prop_assert_eq!(bitmap_decode(&enc, bits.len()).unwrap(), bits);
         }
+    }
+
+    fn manifest() -> crate::Manifest {
+        crate::Manifest::from_toml(
+            "name = \"m\"\nversion = \"1.0.0\"\nruntime = \"wasm\"\ndescription = \"\"\n\
+             module_sha256 = \"00000000000000000000000000000000000000000000000000000000000000aa\"\n\
+             [limits]\nfuel = 1000\nmemory_bytes = 65536\nwall_ms = 100\n\
+             [[inputs]]\nname = \"a\"\nmedia_type = \"text/plain\"\nmax_bytes = 4\n\
+             [[outputs]]\nname = \"x\"\nmedia_type = \"text/plain\"\nmax_bytes = 4\n\
+             [[outputs]]\nname = \"y\"\nmedia_type = \"text/plain\"\nmax_bytes = 4\n",
+        )
+        .unwrap()
+    }
+
+    fn check_fault(outputs: &[(&str, &[u8])], fault: Option<ResultFault>) {
+        let o: Vec<(String, Vec<u8>)> =
+            outputs.iter().map(|(n, d)| (n.to_string(), d.to_vec())).collect();
+        assert_eq!(check_outputs(&manifest(), &o).err(), fault, "{outputs:?}");
+    }
+
+    #[test]
+    fn outputs_against_the_manifest() {
+        check_fault(&[("x", b"1234"), ("y", b"")], None);
+        check_fault(&[("y", b""), ("x", b"1")], None);
+        check_fault(&[("x", b"1")], Some(ResultFault::Missing("y".into())));
+        check_fault(&[("x", b"1"), ("z", b"")], Some(ResultFault::Undeclared("z".into())));
+        check_fault(&[("x", b"1"), ("x", b"1")], Some(ResultFault::Repeated("x".into())));
+        check_fault(
+            &[("x", b"12345"), ("y", b"")],
+            Some(ResultFault::TooLarge { name: "x".into(), bytes: 5, max: 4 }),
+        );
+    }
+
+    #[test]
+    fn results_are_judged_whole() {
+        let tx = crate::Id::new("t1").unwrap();
+        let key = [9u8; 32];
+        let good = crate::transfer::encode_result(&[("x".into(), vec![1]), ("y".into(), vec![])]);
+        let (enc, _) = crate::crypto::seal(&key, &tx, &good);
+        assert_eq!(check_result(&manifest(), &key, &tx, enc.clone()).unwrap().len(), 2);
+        let wrong = check_result(&manifest(), &[8u8; 32], &tx, enc);
+        assert_eq!(wrong.unwrap_err(), ResultFault::Decrypt);
+        let (garbage, _) = crate::crypto::seal(&key, &tx, b"not a container");
+        let e = check_result(&manifest(), &key, &tx, garbage).unwrap_err();
+        assert!(matches!(e, ResultFault::Container(_)));
+        let big = crate::transfer::encode_result(&[("x".into(), vec![0; 9]), ("y".into(), vec![])]);
+        let (enc, _) = crate::crypto::seal(&key, &tx, &big);
+        let e = check_result(&manifest(), &key, &tx, enc).unwrap_err();
+        assert!(matches!(e, ResultFault::TooLarge { .. }));
     }
 
     #[test]

@@ -244,7 +244,7 @@ async fn run(args: Args, server_rt: tokio::runtime::Runtime) -> anyhow::Result<(
                         // Buyers and sellers alternate at crossing prices: most bids trade.
                         let side = if (i + j).is_multiple_of(2) { Side::Buy } else { Side::Sell };
                         let price = Sat(100 + ((i * 31 + j * 7) % 50) as u64);
-                        c.sign(&key, Operation::Bid { article, side, price })
+                        c.sign(&key, Operation::Bid { article, side, price, exclude: Vec::new() })
                     })
                     .collect()
             })

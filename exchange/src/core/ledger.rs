@@ -77,16 +77,17 @@ impl Ledger {
         self.available_total += amount.0;
     }
 
-    /// Settle a trade: `price + fee` leave the buyer's blocked money, the price goes to
-    /// the seller's available money, the fee to the fee account.
-    pub fn pay(&mut self, buyer: &Address, seller: &Address, price: Sat, fee: Sat) {
-        let total = price.0 + fee.0;
+    /// Settle an escrow by its split: the whole leaves the buyer's blocked money, each
+    /// part goes to the seller's available money, the fee account, the buyer's available.
+    pub fn settle(&mut self, buyer: &Address, seller: &Address, split: bitwrk_protocol::tx::Split) {
+        let total = split.seller.0 + split.fees.0 + split.buyer.0;
         let b = self.acct(buyer);
-        b.blocked = b.blocked.checked_sub(total).expect("ledger: paying more than is blocked");
-        self.acct(seller).available += price.0;
+        b.blocked = b.blocked.checked_sub(total).expect("ledger: settling more than is blocked");
+        b.available += split.buyer.0;
+        self.acct(seller).available += split.seller.0;
         self.blocked_total -= total;
-        self.available_total += price.0;
-        self.fees += fee.0;
+        self.available_total += split.seller.0 + split.buyer.0;
+        self.fees += split.fees.0;
     }
 
     /// (available, blocked) of an account; an unseen account shows the starting capital.

@@ -22,15 +22,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use foldhash::HashMap;
 
 use bitwrk_protocol::api::{
-    AccountView, ArticleEntry, BidState, BidView, BookView, Deadlines, LedgerView, Level,
-    PhaseEntry, RestingBid, TxView,
+    AccountView, ArticleEntry, BidState, BidView, BookView, Deadlines, KeyView, LedgerView, Level,
+    PhaseEntry, ReceiptAnswer, Record, RestingBid, TxView,
 };
 use bitwrk_protocol::manifest::Runtime;
-use bitwrk_protocol::message::{Message, Operation, VALID_AHEAD_S_MAX, receipt_text};
+use bitwrk_protocol::message::{Message, Operation, VALID_AHEAD_S_MAX};
 use bitwrk_protocol::money::{fee, price_plus_fee};
-use bitwrk_protocol::{
-    Address, Hash32, Id, Manifest, Phase, Sat, Settlement, Side, TxAction, identity, tx,
-};
+use bitwrk_protocol::{Address, Hash32, Id, Manifest, Phase, Sat, Settlement, Side, TxAction, tx};
 
 pub use ledger::Ledger;
 
@@ -68,18 +66,46 @@ pub enum Command {
     Tx { signed: Signed, tx: Id },
     /// `POST /v1/articles`; the shell has checked the module bytes against the message.
     Publish { signed: Signed, manifest: Manifest },
+    /// The exchange's verdict on a disputed result: the shell decrypted the evidence
+    /// (whose SHA256 is `enc_result_hash`) with the committed key and checked it against
+    /// the manifest. `seller_fault` holds why the seller is at fault, `None` if the
+    /// result was good. Logged, so replay never decrypts again.
+    Verdict { tx: Id, enc_result_hash: Hash32, seller_fault: Option<String> },
 }
 
 impl Command {
-    /// The signed message the command carries.
-    pub fn signed(&self) -> &Signed {
+    /// The signed message the command carries (none for a verdict).
+    pub fn signed(&self) -> Option<&Signed> {
         match self {
             Command::Bid { signed, .. }
             | Command::Cancel { signed, .. }
             | Command::Tx { signed, .. }
-            | Command::Publish { signed, .. } => signed,
+            | Command::Publish { signed, .. } => Some(signed),
+            Command::Verdict { .. } => None,
         }
     }
+
+    /// The op this command's endpoint takes.
+    fn op(&self) -> &'static str {
+        match self {
+            Command::Bid { .. } => "bid",
+            Command::Cancel { .. } => "cancel",
+            Command::Tx { .. } | Command::Verdict { .. } => "tx",
+            Command::Publish { .. } => "publish",
+        }
+    }
+}
+
+/// A disputed transaction as the evidence check needs it ([`Core::dispute`]).
+#[derive(Debug, Clone)]
+pub struct Dispute {
+    /// The key the seller committed.
+    pub key: [u8; 32],
+    /// The hash the evidence must have.
+    pub enc_result_hash: Hash32,
+    pub article: Hash32,
+    /// The parties' transfer credential: an upload must carry it.
+    pub transfer_auth: Hash32,
 }
 
 /// What an accepted request answers (and answers again for the same envelope).
@@ -87,6 +113,8 @@ impl Command {
 pub enum Answer {
     Bid(BidView),
     Tx(TxView),
+    /// The answer to the buyer's `receipt`: the only answer that carries the key.
+    Receipt(Box<ReceiptAnswer>),
     Article(ArticleEntry),
 }
 
@@ -140,8 +168,10 @@ pub enum CoreError {
     TxClosed { tx: Id, settlement: Settlement },
     #[error("the secret does not match the buyer's secret_hash")]
     BadSecret,
-    #[error("the receipt is not the buyer's signature over the result hash: {0}")]
-    BadReceipt(String),
+    #[error("the receipt names result {found}, the seller committed {committed}")]
+    BadReceipt { found: Hash32, committed: Hash32 },
+    #[error("the evidence hashes to {found}, the committed result is {committed}")]
+    WrongEvidence { found: Hash32, committed: Hash32 },
     #[error("invalid manifest: {0}")]
     BadManifest(String),
     #[error("id {0} is taken; retry")]
@@ -172,7 +202,8 @@ impl CoreError {
             CoreError::WrongPhase { .. } => "wrong_phase",
             CoreError::TxClosed { .. } => "tx_closed",
             CoreError::BadSecret => "bad_secret",
-            CoreError::BadReceipt(_) => "bad_receipt",
+            CoreError::BadReceipt { .. } => "bad_receipt",
+            CoreError::WrongEvidence { .. } => "wrong_evidence",
             CoreError::BadManifest(_) => "bad_manifest",
             CoreError::IdTaken(_) => "id_taken",
             CoreError::RegistryFull => "registry_full",
@@ -189,6 +220,8 @@ struct Bid {
     /// The fee rate when the bid was placed; a match charges the buy bid's rate, so the
     /// escrow never exceeds what the buy bid blocked, even if a restart changed the fee.
     fee_bps: u32,
+    /// Sellers a buy bid must not match (at most `BID_EXCLUDE_MAX`).
+    exclude: Vec<Address>,
 }
 
 /// One article's book: open bids by price, oldest first among equals.
@@ -227,6 +260,15 @@ pub struct Core {
     ledger: Ledger,
     bids: HashMap<Id, Bid>,
     txs: HashMap<Id, TxView>,
+    /// Result keys committed by sellers: in no public view, released only in the answer
+    /// to the buyer's receipt and to its signed `key` read.
+    result_keys: HashMap<Id, [u8; 32]>,
+    /// The transfer credential of each transaction (`transfer_auth` of the buyer's
+    /// secret, learnt from the seller's `secret`): only the two parties know the secret,
+    /// so only they may upload evidence. In no view.
+    transfer_auths: HashMap<Id, Hash32>,
+    /// Each account's record (trades, disputes, faults, lapses).
+    records: HashMap<Address, Record>,
     books: HashMap<Hash32, Book>,
     articles: BTreeMap<Hash32, ArticleEntry>,
     deadlines: BTreeSet<(u64, DeadlineKind, Id)>,
@@ -251,6 +293,9 @@ impl Core {
             ledger,
             bids: HashMap::default(),
             txs: HashMap::default(),
+            result_keys: HashMap::default(),
+            transfer_auths: HashMap::default(),
+            records: HashMap::default(),
             books: HashMap::default(),
             articles: BTreeMap::new(),
             deadlines: BTreeSet::new(),
@@ -320,8 +365,16 @@ impl Core {
 
     /// Apply a command at `now_ms` (after firing the deadlines up to it).
     pub fn apply(&mut self, cmd: &Command, now_ms: u64) -> Result<Applied, CoreError> {
-        let msg =
-            Message::parse(&cmd.signed().text).map_err(|e| CoreError::BadMessage(e.to_string()));
+        let Some(signed) = cmd.signed() else {
+            self.advance(now_ms);
+            let Command::Verdict { tx, enc_result_hash, seller_fault } = cmd else {
+                unreachable!("only a verdict has no signed message")
+            };
+            let answer = self.verdict(tx, enc_result_hash, seller_fault.as_deref())?;
+            self.ledger.assert_conserved();
+            return Ok(Applied { answer, changed_state: true });
+        };
+        let msg = Message::parse(&signed.text).map_err(|e| CoreError::BadMessage(e.to_string()));
         match msg {
             Ok(msg) => self.apply_parsed(cmd, msg, now_ms),
             Err(e) => {
@@ -341,7 +394,7 @@ impl Core {
         now_ms: u64,
     ) -> Result<Applied, CoreError> {
         self.advance(now_ms);
-        let signed = cmd.signed();
+        let Some(signed) = cmd.signed() else { return self.apply(cmd, now_ms) };
         debug_assert_eq!(Message::parse(&signed.text).as_ref(), Ok(&msg));
         if msg.exchange != self.rules.exchange_id {
             return Err(CoreError::WrongExchange {
@@ -356,6 +409,22 @@ impl Core {
         if msg.valid_until > now_s + VALID_AHEAD_S_MAX {
             return Err(CoreError::TooFarAhead { valid_until: msg.valid_until, now_s });
         }
+        // Scope first: an envelope is answered (also from nonce memory) only at the
+        // endpoint and for the id it was made for.
+        if cmd.op() != msg.op.name() {
+            return Err(CoreError::WrongOp { expected: cmd.op(), found: msg.op.name() });
+        }
+        let (url_id, msg_id) = match (cmd, &msg.op) {
+            (Command::Cancel { bid, .. }, Operation::Cancel { bid: m }) => (Some(bid), Some(m)),
+            (Command::Tx { tx, .. }, Operation::Tx { tx: m, .. }) => (Some(tx), Some(m)),
+            _ => (None, None),
+        };
+        if url_id != msg_id {
+            return Err(CoreError::IdMismatch {
+                in_message: msg_id.map(|i| i.to_string()).unwrap_or_default(),
+                in_url: url_id.map(|i| i.to_string()).unwrap_or_default(),
+            });
+        }
         let text_hash = Hash32::of(signed.text.as_bytes());
         let key = (signed.signer.clone(), msg.nonce);
         if let Some(seen) = self.nonces.get(&key) {
@@ -366,43 +435,24 @@ impl Core {
         }
         let signer = &signed.signer;
         let applied = match (cmd, &msg.op) {
-            (Command::Bid { bid_id, tx_id, .. }, Operation::Bid { article, side, price }) => {
-                Applied {
-                    answer: self.place_bid(signer, bid_id, tx_id, *article, *side, *price)?,
-                    changed_state: true,
-                }
-            }
-            (Command::Cancel { bid, .. }, Operation::Cancel { bid: in_msg }) => {
-                if bid != in_msg {
-                    return Err(CoreError::IdMismatch {
-                        in_message: in_msg.to_string(),
-                        in_url: bid.to_string(),
-                    });
-                }
+            (
+                Command::Bid { bid_id, tx_id, .. },
+                Operation::Bid { article, side, price, exclude },
+            ) => Applied {
+                answer: self.place_bid(signer, bid_id, tx_id, *article, *side, *price, exclude)?,
+                changed_state: true,
+            },
+            (Command::Cancel { bid, .. }, Operation::Cancel { .. }) => {
                 Applied { answer: self.cancel_bid(signer, bid)?, changed_state: true }
             }
-            (Command::Tx { tx, .. }, Operation::Tx { tx: in_msg, action }) => {
-                if tx != in_msg {
-                    return Err(CoreError::IdMismatch {
-                        in_message: in_msg.to_string(),
-                        in_url: tx.to_string(),
-                    });
-                }
+            (Command::Tx { tx, .. }, Operation::Tx { action, .. }) => {
                 Applied { answer: self.tx_action(signer, tx, action)?, changed_state: true }
             }
             (
                 Command::Publish { manifest, .. },
                 Operation::Publish { article, module_sha256, size },
             ) => self.publish(signer, manifest, *article, *module_sha256, *size)?,
-            (cmd, op) => {
-                let expected = match cmd {
-                    Command::Bid { .. } => "bid",
-                    Command::Cancel { .. } => "cancel",
-                    Command::Tx { .. } => "tx",
-                    Command::Publish { .. } => "publish",
-                };
-                return Err(CoreError::WrongOp { expected, found: op.name() });
-            }
+            (cmd, op) => return Err(CoreError::WrongOp { expected: cmd.op(), found: op.name() }),
         };
         if applied.changed_state {
             let answer = Box::new(applied.answer.clone());
@@ -427,6 +477,7 @@ impl Core {
         article: Hash32,
         side: Side,
         price: Sat,
+        exclude: &[Address],
     ) -> Result<Answer, CoreError> {
         if !self.articles.contains_key(&article) {
             return Err(CoreError::UnknownArticle(article));
@@ -471,20 +522,28 @@ impl Core {
             tx: None,
             version,
         };
-        self.bids.insert(bid_id.clone(), Bid { view, seq, fee_bps: self.rules.fee_bps });
+        let exclude = exclude.to_vec();
+        self.bids.insert(bid_id.clone(), Bid { view, seq, fee_bps: self.rules.fee_bps, exclude });
         self.open_bids += 1;
 
         let book = self.books.entry(article).or_default();
+        let bids = &self.bids;
+        // The best counter bid in price-time order that the buy side does not exclude.
+        // Skipping is bounded by the book: excluded sellers' bids at matching prices.
         let counter = match side {
-            Side::Buy => book
-                .sells
-                .first_key_value()
-                .filter(|(k, _)| k.0 <= price.0)
-                .map(|(_, id)| id.clone()),
+            Side::Buy => {
+                let ex = &bids[bid_id].exclude;
+                book.sells
+                    .iter()
+                    .take_while(|(k, _)| k.0 <= price.0)
+                    .find(|(_, id)| !ex.contains(&bids[*id].view.owner))
+                    .map(|(_, id)| id.clone())
+            }
             Side::Sell => book
                 .buys
-                .first_key_value()
-                .filter(|(k, _)| k.0.0 >= price.0)
+                .iter()
+                .take_while(|(k, _)| k.0.0 >= price.0)
+                .find(|(_, id)| !bids[*id].exclude.contains(owner))
                 .map(|(_, id)| id.clone()),
         };
         match counter {
@@ -546,9 +605,8 @@ impl Core {
             secret_hash: None,
             worker_url: None,
             enc_result_hash: None,
-            receipt: None,
-            result_key: None,
             reason: None,
+            dispute_deposit_sat: Sat::ZERO,
             settlement: None,
             history: vec![PhaseEntry {
                 phase: Phase::Establishing,
@@ -616,15 +674,22 @@ impl Core {
         let tx = self.txs.get_mut(tx_id).expect("exists");
         assert!(tx.settlement.is_none(), "transaction {tx_id} would settle twice");
         tx.settlement = Some(how);
-        let (buyer, seller, price, fee_sat) =
-            (tx.buyer.clone(), tx.seller.clone(), tx.price_sat, tx.fee_sat);
+        let (buyer, seller) = (tx.buyer.clone(), tx.seller.clone());
+        let split = how.split(tx.price_sat, tx.fee_sat, tx.dispute_deposit_sat);
+        self.ledger.settle(&buyer, &seller, split);
+        self.open_txs -= 1;
+        self.records.entry(seller.clone()).or_default().trades_sold += 1;
+        let b = self.records.entry(buyer).or_default();
+        b.trades_bought += 1;
         match how {
-            Settlement::PaidSeller => self.ledger.pay(&buyer, &seller, price, fee_sat),
-            Settlement::RefundedBuyer => {
-                self.ledger.unblock(&buyer, price.checked_add(fee_sat).expect("capped"))
+            Settlement::PaidSeller | Settlement::RefundedBuyer => {}
+            Settlement::Lapsed => b.lapsed += 1,
+            Settlement::DisputeBuyerFault => b.disputes_lost += 1,
+            Settlement::DisputeSellerFault => {
+                b.disputes_won += 1;
+                self.records.entry(seller).or_default().seller_faults += 1;
             }
         }
-        self.open_txs -= 1;
     }
 
     fn tx_deadline(&mut self, id: &Id, at: u64) {
@@ -633,7 +698,7 @@ impl Core {
             return;
         }
         let phase = tx.phase;
-        let how = phase.on_deadline();
+        let how = phase.on_deadline(tx.receipted());
         self.settle(id, how);
         let v = self.bump(id);
         let tx = self.txs.get_mut(id).expect("exists");
@@ -642,6 +707,16 @@ impl Core {
         let note = match how {
             Settlement::PaidSeller => "deadline passed; price paid to the seller",
             Settlement::RefundedBuyer => "deadline passed; price and fee refunded to the buyer",
+            Settlement::Lapsed => {
+                "deadline passed without a receipt; the buyer lapsed and pays the seller a share"
+            }
+            Settlement::DisputeBuyerFault => {
+                "deadline passed without evidence; decided against the buyer, who holds the \
+                 ciphertext it signed for"
+            }
+            Settlement::DisputeSellerFault => {
+                "deadline passed without evidence of delivery; decided against the seller"
+            }
         };
         tx.history.push(PhaseEntry { phase, at_ms: at, note: Some(note.into()) });
     }
@@ -679,14 +754,28 @@ impl Core {
                 }
                 Phase::Working
             }
-            (TxAction::Result { enc_result_hash, receipt, .. }, Phase::Working) => {
-                let text = receipt_text(&self.rules.exchange_id, id, enc_result_hash);
-                identity::verify_message(tx.buyer.as_str(), receipt, &text)
-                    .map_err(|e| CoreError::BadReceipt(e.to_string()))?;
+            (TxAction::Result { .. }, Phase::Working) => Phase::Committed,
+            (TxAction::Receipt { enc_result_hash }, Phase::Committed) => {
+                let committed = tx.enc_result_hash.expect("committed implies a result hash");
+                if *enc_result_hash != committed {
+                    return Err(CoreError::BadReceipt { found: *enc_result_hash, committed });
+                }
                 Phase::Unverified
             }
             (TxAction::Accept, Phase::Unverified) => Phase::Finished,
-            (TxAction::RejectResult, Phase::Unverified) => Phase::ResultDisputed,
+            (TxAction::RejectResult, Phase::Unverified | Phase::Committed) => {
+                // The dispute deposit is blocked now, so a verdict against the buyer can
+                // always be paid; refused before anything changes.
+                let deposit = tx::dispute_fee(tx.price_sat);
+                let (available, _) = self.ledger.balance(signer);
+                if available < deposit {
+                    return Err(CoreError::InsufficientFunds {
+                        need: deposit.0,
+                        available: available.0,
+                    });
+                }
+                Phase::ResultDisputed
+            }
             (TxAction::RejectWork { .. }, Phase::Transmitting | Phase::Working) => {
                 Phase::WorkDisputed
             }
@@ -712,11 +801,20 @@ impl Core {
                 tx.secret_hash = Some(*secret_hash);
             }
             TxAction::EstablishSeller { worker_url } => tx.worker_url = Some(worker_url.clone()),
-            TxAction::Secret { .. } | TxAction::Accept | TxAction::RejectResult => {}
-            TxAction::Result { enc_result_hash, receipt, result_key } => {
+            TxAction::Secret { secret } => {
+                let auth = bitwrk_protocol::transfer::transfer_auth(&Hash32(*secret));
+                self.transfer_auths.insert(id.clone(), auth);
+            }
+            TxAction::Accept | TxAction::Receipt { .. } => {}
+            TxAction::RejectResult => {
+                let deposit = tx::dispute_fee(tx.price_sat);
+                tx.dispute_deposit_sat = deposit;
+                let buyer = tx.buyer.clone();
+                self.ledger.block(&buyer, deposit).expect("checked above");
+            }
+            TxAction::Result { enc_result_hash, result_key } => {
                 tx.enc_result_hash = Some(*enc_result_hash);
-                tx.receipt = Some(receipt.clone());
-                tx.result_key = Some(hex::encode(result_key));
+                self.result_keys.insert(id.clone(), *result_key);
             }
             TxAction::RejectWork { reason } => tx.reason = Some(*reason),
         }
@@ -737,7 +835,121 @@ impl Core {
             Phase::WorkDisputed => self.settle(id, Settlement::RefundedBuyer),
             _ => {}
         }
-        Ok(Answer::Tx(self.txs[id].clone()))
+        let view = self.txs[id].clone();
+        if next == Phase::Unverified {
+            let result_key = Hash32(self.result_keys[id]);
+            return Ok(Answer::Receipt(Box::new(ReceiptAnswer { tx: view, result_key })));
+        }
+        Ok(Answer::Tx(view))
+    }
+
+    /// Decide a dispute by the shell's check of the evidence (see [`Command::Verdict`]):
+    /// one settlement, the deposit back to the buyer or to the fee account.
+    fn verdict(
+        &mut self,
+        id: &Id,
+        enc_result_hash: &Hash32,
+        seller_fault: Option<&str>,
+    ) -> Result<Answer, CoreError> {
+        let tx = self.txs.get(id).ok_or_else(|| CoreError::UnknownTx(id.clone()))?;
+        if let Some(settlement) = tx.settlement {
+            return Err(CoreError::TxClosed { tx: id.clone(), settlement });
+        }
+        if tx.phase != Phase::ResultDisputed {
+            return Err(CoreError::WrongPhase { action: "evidence", phase: tx.phase });
+        }
+        let committed = tx.enc_result_hash.expect("a disputed result has a hash");
+        if *enc_result_hash != committed {
+            return Err(CoreError::WrongEvidence { found: *enc_result_hash, committed });
+        }
+        let how = match seller_fault {
+            Some(_) => Settlement::DisputeSellerFault,
+            None => Settlement::DisputeBuyerFault,
+        };
+        if let Some(d) = tx.deadline_ms {
+            self.deadlines.remove(&(d, DeadlineKind::TxPhase, id.clone()));
+        }
+        self.settle(id, how);
+        let v = self.bump(id);
+        let now = self.now_ms;
+        let tx = self.txs.get_mut(id).expect("exists");
+        tx.deadline_ms = None;
+        tx.version = v;
+        let note = match seller_fault {
+            Some(why) => format!("evidence: the seller is at fault ({why}); buyer refunded"),
+            None => "evidence: the result opens and meets the manifest; seller paid, buyer \
+                     pays the dispute fee"
+                .to_string(),
+        };
+        tx.history.push(PhaseEntry { phase: Phase::ResultDisputed, at_ms: now, note: Some(note) });
+        Ok(Answer::Tx(tx.clone()))
+    }
+
+    /// What the shell needs to check the evidence of a disputed transaction; none unless
+    /// the transaction is in `result_disputed` and unsettled.
+    pub fn dispute(&self, id: &Id) -> Option<Dispute> {
+        let tx = self.txs.get(id)?;
+        if tx.phase != Phase::ResultDisputed || tx.settlement.is_some() {
+            return None;
+        }
+        Some(Dispute {
+            key: *self.result_keys.get(id)?,
+            enc_result_hash: tx.enc_result_hash?,
+            article: tx.article,
+            transfer_auth: *self.transfer_auths.get(id)?,
+        })
+    }
+
+    /// The buyer's signed read of the result key (`op=key`, `POST /v1/tx/{id}/key`): only
+    /// for the buyer, only once it signed the receipt. A read: nothing changes, no nonce
+    /// is remembered (resending it is harmless).
+    pub fn key_read(
+        &self,
+        signer: &Address,
+        msg: &Message,
+        url_tx: &Id,
+        now_ms: u64,
+    ) -> Result<KeyView, CoreError> {
+        if msg.exchange != self.rules.exchange_id {
+            return Err(CoreError::WrongExchange {
+                found: msg.exchange.clone(),
+                ours: self.rules.exchange_id.clone(),
+            });
+        }
+        let now_s = now_ms.max(self.now_ms) / 1000;
+        if msg.valid_until < now_s {
+            return Err(CoreError::Expired { valid_until: msg.valid_until, now_s });
+        }
+        if msg.valid_until > now_s + VALID_AHEAD_S_MAX {
+            return Err(CoreError::TooFarAhead { valid_until: msg.valid_until, now_s });
+        }
+        let Operation::Key { tx: id } = &msg.op else {
+            return Err(CoreError::WrongOp { expected: "key", found: msg.op.name() });
+        };
+        if id != url_tx {
+            return Err(CoreError::IdMismatch {
+                in_message: id.to_string(),
+                in_url: url_tx.to_string(),
+            });
+        }
+        let tx = self.txs.get(id).ok_or_else(|| CoreError::UnknownTx(id.clone()))?;
+        if tx.buyer != *signer {
+            return Err(CoreError::NotParty {
+                signer: signer.clone(),
+                role: "buyer",
+                tx: id.clone(),
+            });
+        }
+        // After the receipt; or once a dispute over a result that was never received went
+        // against the buyer (the seller's evidence showed a good result, which it paid).
+        let released =
+            tx.receipted() || tx.settlement == Some(Settlement::DisputeBuyerFault);
+        match (released, self.result_keys.get(id), tx.enc_result_hash) {
+            (true, Some(k), Some(h)) => {
+                Ok(KeyView { tx: id.clone(), enc_result_hash: h, result_key: Hash32(*k) })
+            }
+            _ => Err(CoreError::WrongPhase { action: "key", phase: tx.phase }),
+        }
     }
 
     fn publish(
@@ -814,7 +1026,8 @@ impl Core {
     /// An account's balances; an account not seen yet shows its starting capital.
     pub fn account(&self, address: &Address) -> AccountView {
         let (available_sat, blocked_sat) = self.ledger.balance(address);
-        AccountView { address: address.clone(), available_sat, blocked_sat }
+        let record = self.records.get(address).copied().unwrap_or_default();
+        AccountView { address: address.clone(), available_sat, blocked_sat, record }
     }
 
     pub fn ledger_view(&self) -> LedgerView {
@@ -911,7 +1124,8 @@ impl Core {
         for t in self.txs.values() {
             if t.settlement.is_none() {
                 open_txs += 1;
-                *expect_blocked.entry(&t.buyer).or_default() += t.price_sat.0 + t.fee_sat.0;
+                *expect_blocked.entry(&t.buyer).or_default() +=
+                    t.price_sat.0 + t.fee_sat.0 + t.dispute_deposit_sat.0;
             }
             assert_eq!(t.settlement.is_none(), t.deadline_ms.is_some() && !t.phase.is_terminal());
         }
@@ -926,10 +1140,13 @@ impl Core {
         }
         let in_books: usize = self.books.values().map(|b| b.buys.len() + b.sells.len()).sum();
         assert_eq!(in_books as u64, self.open_bids, "books hold exactly the open bids");
+        // Not crossed: every buy/sell pair at matching prices is one the buy excludes.
         for book in self.books.values() {
-            if let (Some(b), Some(s)) = (book.buys.first_key_value(), book.sells.first_key_value())
-            {
-                assert!(b.0.0.0 < s.0.0, "book is crossed");
+            for (bk, bid) in &book.buys {
+                let ex = &self.bids[bid].exclude;
+                for (_, sid) in book.sells.iter().take_while(|(sk, _)| sk.0 <= bk.0.0) {
+                    assert!(ex.contains(&self.bids[sid].view.owner), "book is crossed");
+                }
             }
         }
     }

@@ -4,7 +4,7 @@
 use std::sync::LazyLock;
 
 use bitwrk_protocol::api::{BidState, Deadlines};
-use bitwrk_protocol::message::{Message, Operation, receipt_text};
+use bitwrk_protocol::message::{Message, Operation};
 use bitwrk_protocol::{
     Hash32, Id, Manifest, Phase, PrivateKey, ReasonCode, Sat, Settlement, Side, TxAction, tx,
 };
@@ -124,7 +124,8 @@ impl T {
     }
 
     fn bid_cmd(&mut self, who: usize, side: Side, price: u64) -> Command {
-        let op = Operation::Bid { article: self.article, side, price: Sat(price) };
+        let op =
+            Operation::Bid { article: self.article, side, price: Sat(price), exclude: Vec::new() };
         let signed = self.signed(who, op);
         self.n += 1;
         Command::Bid {
@@ -148,10 +149,68 @@ impl T {
         let signed = self.signed(who, Operation::Tx { tx: tx.clone(), action });
         let r = self.apply(&Command::Tx { signed, tx: tx.clone() }).map(|a| match a.answer {
             Answer::Tx(t) => t,
+            Answer::Receipt(r) => r.tx,
             other => panic!("{other:?}"),
         });
         self.core.check_full();
         r
+    }
+
+    /// The buyer's receipt; the answer's key.
+    fn receipt(&mut self, who: usize, tx: &Id, enc: Hash32) -> Result<Hash32, CoreError> {
+        let action = TxAction::Receipt { enc_result_hash: enc };
+        let signed = self.signed(who, Operation::Tx { tx: tx.clone(), action });
+        let r = self.apply(&Command::Tx { signed, tx: tx.clone() }).map(|a| match a.answer {
+            Answer::Receipt(r) => r.result_key,
+            other => panic!("{other:?}"),
+        });
+        self.core.check_full();
+        r
+    }
+
+    /// The shell's verdict on evidence hashing to `enc`.
+    fn verdict(&mut self, tx: &Id, enc: Hash32, fault: Option<&str>) -> Result<TxView, CoreError> {
+        let cmd = Command::Verdict {
+            tx: tx.clone(),
+            enc_result_hash: enc,
+            seller_fault: fault.map(str::to_string),
+        };
+        let r = self.apply(&cmd).map(|a| match a.answer {
+            Answer::Tx(t) => t,
+            other => panic!("{other:?}"),
+        });
+        self.core.check_full();
+        r
+    }
+
+    /// The buyer's signed key read.
+    fn key(&mut self, who: usize, tx: &Id) -> Result<Hash32, CoreError> {
+        let signed = self.signed(who, Operation::Key { tx: tx.clone() });
+        let msg = Message::parse(&signed.text).unwrap();
+        self.core.key_read(&signed.signer, &msg, tx, self.now).map(|k| k.result_key)
+    }
+
+    /// A transaction between seller 1 and buyer 2 at `price`, driven to `committed`
+    /// (the seller committed result `enc` with key `[7; 32]`).
+    fn committed(&mut self, price: u64, enc: Hash32) -> Id {
+        self.bid(1, Side::Sell, price).unwrap();
+        let txid = self.bid(2, Side::Buy, price).unwrap().tx.unwrap();
+        let work = Hash32::of(b"w");
+        let secret = [3u8; 32];
+        let secret_hash = tx::secret_hash(&work, &secret);
+        self.act(2, &txid, TxAction::EstablishBuyer { work_hash: work, secret_hash }).unwrap();
+        self.act(1, &txid, TxAction::EstablishSeller { worker_url: "https://s/".into() })
+            .unwrap();
+        self.act(1, &txid, TxAction::Secret { secret }).unwrap();
+        let v = self
+            .act(1, &txid, TxAction::Result { enc_result_hash: enc, result_key: [7; 32] })
+            .unwrap();
+        assert_eq!(v.phase, Phase::Committed);
+        txid
+    }
+
+    fn record(&self, who: usize) -> Record {
+        self.core.account(&KEYS[who].address()).record
     }
 
     fn avail(&self, who: usize) -> u64 {
@@ -253,44 +312,105 @@ fn full_trade_pays_seller_and_fee() {
     );
     t.act(1, &txid, TxAction::Secret { secret }).unwrap();
     let enc = Hash32::of(b"enc");
-    let bad_receipt = KEYS[1].sign_message(&receipt_text(EX, &txid, &enc));
-    let r = t.act(
-        1,
-        &txid,
-        TxAction::Result { enc_result_hash: enc, receipt: bad_receipt, result_key: [1; 32] },
-    );
-    assert_eq!(r.unwrap_err().code(), "bad_receipt");
-    let receipt = KEYS[2].sign_message(&receipt_text(EX, &txid, &enc));
-    t.act(1, &txid, TxAction::Result { enc_result_hash: enc, receipt, result_key: [1; 32] })
-        .unwrap();
+    let v = t.act(1, &txid, TxAction::Result { enc_result_hash: enc, result_key: [1; 32] });
+    assert_eq!(v.unwrap().phase, Phase::Committed);
+    // The key is in no view and not readable before the receipt.
+    assert!(!json(&t.core.tx(&txid).unwrap()).contains(&hex::encode([1u8; 32])));
+    assert_eq!(t.key(2, &txid).unwrap_err().code(), "wrong_phase");
+    assert_eq!(t.act(2, &txid, TxAction::Accept).unwrap_err().code(), "wrong_phase");
+    let other = Hash32::of(b"other");
+    assert_eq!(t.receipt(2, &txid, other).unwrap_err().code(), "bad_receipt");
+    assert_eq!(t.receipt(1, &txid, enc).unwrap_err().code(), "not_party");
+    assert_eq!(t.receipt(2, &txid, enc).unwrap(), Hash32([1; 32]));
+    assert_eq!(t.key(2, &txid).unwrap(), Hash32([1; 32]));
+    assert_eq!(t.key(1, &txid).unwrap_err().code(), "not_party");
+    assert!(!json(&t.core.tx(&txid).unwrap()).contains(&hex::encode([1u8; 32])));
     let v = t.act(2, &txid, TxAction::Accept).unwrap();
     assert_eq!((v.phase, v.settlement), (Phase::Finished, Some(Settlement::PaidSeller)));
     assert_eq!(t.avail(1), CAPITAL + 1000);
     assert_eq!(t.avail(2), CAPITAL - 1030);
     assert_eq!(t.core.ledger_view().fees_sat, Sat(30));
     assert_eq!(t.act(2, &txid, TxAction::Accept).unwrap_err().code(), "tx_closed");
+    assert_eq!((t.record(1).trades_sold, t.record(2).trades_bought), (1, 1));
     t.check_replay();
+}
+
+/// Every dispute ends in one settlement decided by the evidence; the deposit follows the
+/// verdict; the records count it. (receipted first?, seller at fault?) → settlement.
+#[test]
+fn disputes_are_decided_by_evidence() {
+    let cases: &[(bool, bool, Settlement)] = &[
+        (true, true, Settlement::DisputeSellerFault),
+        (true, false, Settlement::DisputeBuyerFault),
+        (false, true, Settlement::DisputeSellerFault),
+        (false, false, Settlement::DisputeBuyerFault),
+    ];
+    for &(receipted, fault, expect) in cases {
+        let mut t = T::new();
+        let enc = Hash32::of(b"e");
+        let txid = t.committed(1000, enc);
+        if receipted {
+            t.receipt(2, &txid, enc).unwrap();
+        }
+        assert_eq!(t.verdict(&txid, enc, None).unwrap_err().code(), "wrong_phase");
+        let v = t.act(2, &txid, TxAction::RejectResult).unwrap();
+        assert_eq!((v.phase, v.dispute_deposit_sat), (Phase::ResultDisputed, Sat(100)));
+        assert_eq!(t.avail(2), CAPITAL - 1030 - 100, "the deposit is blocked");
+        // Before a verdict the key goes only to a buyer that signed its receipt.
+        assert_eq!(t.key(2, &txid).is_ok(), receipted);
+        let wrong = Hash32::of(b"not it");
+        assert_eq!(t.verdict(&txid, wrong, None).unwrap_err().code(), "wrong_evidence");
+        let v = t.verdict(&txid, enc, fault.then_some("the key opens nothing")).unwrap();
+        assert_eq!(v.settlement, Some(expect), "receipted {receipted} fault {fault}");
+        assert_eq!(t.verdict(&txid, enc, None).unwrap_err().code(), "tx_closed");
+        let (seller, buyer, fees) = if fault { (0, 0, 0) } else { (1000, 1130, 130) };
+        assert_eq!(t.avail(1), CAPITAL + seller);
+        assert_eq!(t.avail(2), CAPITAL - buyer);
+        assert_eq!(t.core.ledger_view().fees_sat, Sat(fees));
+        let (b, s) = (t.record(2), t.record(1));
+        assert_eq!((b.disputes_won, b.disputes_lost, s.seller_faults), {
+            if fault { (1, 0, 1) } else { (0, 1, 0) }
+        });
+        // A buyer that lost a dispute paid: it may read the key.
+        assert_eq!(t.key(2, &txid).is_ok(), receipted || !fault);
+        t.check_replay();
+    }
+}
+
+#[test]
+fn a_dispute_needs_the_deposit() {
+    let mut t = T::new();
+    let enc = Hash32::of(b"e");
+    // Price + fee leave less than the 10 % deposit.
+    let price = CAPITAL * 100 / 103 - 1;
+    let txid = t.committed(price, enc);
+    t.receipt(2, &txid, enc).unwrap();
+    let before = t.core.tx(&txid).unwrap();
+    assert_eq!(t.act(2, &txid, TxAction::RejectResult).unwrap_err().code(), "insufficient_funds");
+    assert_eq!(t.core.tx(&txid).unwrap(), before, "a refused dispute changes nothing");
 }
 
 #[test]
 fn deadlines_refund_or_pay() {
-    // (phase reached by actions, expected settlement when its deadline passes)
-    let cases: &[(usize, Settlement)] = &[
-        (0, Settlement::RefundedBuyer), // establishing
-        (1, Settlement::RefundedBuyer), // buyer_established
-        (2, Settlement::RefundedBuyer), // transmitting
-        (3, Settlement::RefundedBuyer), // working
-        (4, Settlement::PaidSeller),    // unverified
-        (5, Settlement::PaidSeller),    // result_disputed
+    // Actions from the start (by index below), the settlement when the phase's deadline
+    // passes, and the buyer's record entry it makes.
+    let cases: &[(&[usize], Settlement)] = &[
+        (&[], Settlement::RefundedBuyer),              // establishing
+        (&[0], Settlement::RefundedBuyer),             // buyer_established
+        (&[0, 1], Settlement::RefundedBuyer),          // transmitting
+        (&[0, 1, 2], Settlement::RefundedBuyer),       // working
+        (&[0, 1, 2, 3], Settlement::Lapsed),           // committed: no receipt
+        (&[0, 1, 2, 3, 4], Settlement::PaidSeller),    // unverified
+        (&[0, 1, 2, 3, 4, 5], Settlement::DisputeBuyerFault), // disputed after the receipt
+        (&[0, 1, 2, 3, 5], Settlement::DisputeSellerFault), // "never delivered", no evidence
     ];
     for &(steps, expect) in cases {
         let mut t = T::new();
-        t.bid(1, Side::Sell, 500).unwrap();
-        let txid = t.bid(2, Side::Buy, 500).unwrap().tx.unwrap();
+        t.bid(1, Side::Sell, 1000).unwrap();
+        let txid = t.bid(2, Side::Buy, 1000).unwrap().tx.unwrap();
         let work = Hash32::of(b"w");
         let secret = [3u8; 32];
         let enc = Hash32::of(b"e");
-        let receipt = KEYS[2].sign_message(&receipt_text(EX, &txid, &enc));
         let actions: Vec<(usize, TxAction)> = vec![
             (
                 2,
@@ -301,11 +421,12 @@ fn deadlines_refund_or_pay() {
             ),
             (1, TxAction::EstablishSeller { worker_url: "https://s/".into() }),
             (1, TxAction::Secret { secret }),
-            (1, TxAction::Result { enc_result_hash: enc, receipt, result_key: [0; 32] }),
+            (1, TxAction::Result { enc_result_hash: enc, result_key: [0; 32] }),
+            (2, TxAction::Receipt { enc_result_hash: enc }),
             (2, TxAction::RejectResult),
         ];
-        for (who, a) in actions.into_iter().take(steps) {
-            t.act(who, &txid, a).unwrap();
+        for &i in steps {
+            t.act(actions[i].0, &txid, actions[i].1.clone()).unwrap();
         }
         let before = t.core.tx(&txid).unwrap();
         let deadline = before.deadline_ms.unwrap();
@@ -313,11 +434,47 @@ fn deadlines_refund_or_pay() {
         assert_eq!(t.core.tx(&txid).unwrap().settlement, None);
         t.core.advance(deadline);
         let after = t.core.tx(&txid).unwrap();
-        assert_eq!(after.settlement, Some(expect), "after {steps} steps in {}", before.phase);
+        assert_eq!(after.settlement, Some(expect), "after {steps:?} in {}", before.phase);
         assert_eq!(after.phase, before.phase);
         assert!(after.version > before.version);
+        let split = expect.split(after.price_sat, after.fee_sat, after.dispute_deposit_sat);
+        assert_eq!(t.avail(1), CAPITAL + split.seller.0);
+        assert_eq!(t.avail(2), CAPITAL - 1030 - after.dispute_deposit_sat.0 + split.buyer.0);
+        assert_eq!(t.record(2).lapsed, u64::from(expect == Settlement::Lapsed));
         t.core.check_full();
     }
+}
+
+/// A buy bid's `exclude` list keeps it from matching those sellers, in both directions.
+#[test]
+fn excluded_sellers_are_not_matched() {
+    let mut t = T::new();
+    let excl = |t: &mut T, who: usize, price: u64, exclude: Vec<Address>| {
+        let op = Operation::Bid { article: t.article, side: Side::Buy, price: Sat(price), exclude };
+        let signed = t.signed(who, op);
+        t.n += 1;
+        let cmd = Command::Bid {
+            signed,
+            bid_id: Id::new(format!("b{}", t.n)).unwrap(),
+            tx_id: Id::new(format!("t{}", t.n)).unwrap(),
+        };
+        let r = t.apply(&cmd).unwrap();
+        t.core.check_full();
+        let Answer::Bid(b) = r.answer else { panic!() };
+        b
+    };
+    t.bid(1, Side::Sell, 100).unwrap();
+    t.bid(3, Side::Sell, 120).unwrap();
+    // The cheaper seller 1 is excluded: seller 3 gets the trade.
+    let b = excl(&mut t, 2, 200, vec![KEYS[1].address()]);
+    let tx = t.core.tx(b.tx.as_ref().unwrap()).unwrap();
+    assert_eq!((tx.seller.clone(), tx.price_sat), (KEYS[3].address(), Sat(120)));
+    // A buy that excludes the only seller rests; a new sell from that seller passes it by.
+    let b = excl(&mut t, 2, 200, vec![KEYS[1].address()]);
+    assert_eq!(b.state, BidState::Open);
+    assert_eq!(t.bid(1, Side::Sell, 50).unwrap().state, BidState::Open);
+    assert_eq!(t.bid(3, Side::Sell, 50).unwrap().state, BidState::Matched);
+    t.check_replay();
 }
 
 #[test]
@@ -339,8 +496,14 @@ fn bids_expire_and_cancel_unblocks() {
     t.core.apply(&Command::Cancel { signed: signed.clone(), bid: b.id.clone() }, t.now).unwrap();
     assert_eq!(t.avail(2), CAPITAL);
     // The same envelope again: the first answer, nothing changes.
-    let again = t.core.apply(&Command::Cancel { signed, bid: b.id.clone() }, t.now).unwrap();
+    let again =
+        t.core.apply(&Command::Cancel { signed: signed.clone(), bid: b.id.clone() }, t.now).unwrap();
     assert!(!again.changed_state);
+    // Nonce memory answers only at the endpoint and for the id the envelope was made for.
+    let elsewhere = Command::Tx { signed: signed.clone(), tx: b.id.clone() };
+    assert_eq!(t.core.apply(&elsewhere, t.now).unwrap_err().code(), "wrong_op");
+    let other_id = Command::Cancel { signed: signed.clone(), bid: Id::new("b999").unwrap() };
+    assert_eq!(t.core.apply(&other_id, t.now).unwrap_err().code(), "id_mismatch");
     let signed = t.signed(2, Operation::Cancel { bid: b.id.clone() });
     assert_eq!(
         t.core.apply(&Command::Cancel { signed, bid: b.id }, t.now).unwrap_err().code(),
@@ -380,7 +543,12 @@ fn message_checks() {
     let mut t3 = T::new();
     t3.core.apply(&cmd, t3.now).unwrap();
     let mut m = Message::parse(&signed.text).unwrap();
-    m.op = Operation::Bid { article: t3.article, side: Side::Sell, price: Sat(11) };
+    m.op = Operation::Bid {
+        article: t3.article,
+        side: Side::Sell,
+        price: Sat(11),
+        exclude: Vec::new(),
+    };
     let reused = Command::Bid {
         signed: Signed { text: m.encode(), ..signed },
         bid_id: Id::new("bz").unwrap(),
@@ -431,7 +599,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
         4 => (0..4usize, any::<bool>(), 1..3000u64).prop_map(|(who, buy, price)| Op::Bid { who, buy, price }),
         1 => (0..4usize, any::<usize>()).prop_map(|(who, bid)| Op::Cancel { who, bid }),
         2 => prop_oneof![4 => 0..5_000u64, 1 => 0..400_000u64].prop_map(|ms| Op::Advance { ms }),
-        6 => (any::<usize>(), any::<bool>(), 0..8u8, prop::bool::weighted(0.8))
+        6 => (any::<usize>(), any::<bool>(), 0..12u8, prop::bool::weighted(0.8))
             .prop_map(|(tx, by_buyer, kind, smart)| Op::Act { tx, by_buyer, kind, smart }),
         1 => Just(Op::Replay),
     ]
@@ -456,6 +624,9 @@ struct MTx {
     phase: Phase,
     deadline: u64,
     settled: Option<Settlement>,
+    /// The buyer signed its receipt.
+    receipted: bool,
+    deposit: u64,
 }
 
 /// The model: vectors and linear scans, the rules written out as plainly as possible.
@@ -467,10 +638,16 @@ struct Model {
     fees: u64,
     bids: Vec<MBid>,
     txs: Vec<MTx>,
+    records: [Record; 4],
 }
 
 fn fee_of(price: u64) -> u64 {
     (price * FEE_BPS as u64).div_ceil(10_000)
+}
+
+/// A tenth of the price, rounded up, at least 1.
+fn deposit_of(price: u64) -> u64 {
+    price.div_ceil(10).max(1)
 }
 
 impl Model {
@@ -493,10 +670,15 @@ impl Model {
                 (Some((bt, bi)), Some((tt, _))) if bt <= tt => self.expire(bi),
                 (Some((_, bi)), None) => self.expire(bi),
                 (_, Some((_, ti))) => {
-                    let t = &mut self.txs[ti];
-                    let pay = matches!(t.phase, Phase::Unverified | Phase::ResultDisputed);
-                    let t = t.clone();
-                    self.settle(ti, &t, pay);
+                    let t = &self.txs[ti];
+                    let how = match t.phase {
+                        Phase::Unverified => Settlement::PaidSeller,
+                        Phase::Committed => Settlement::Lapsed,
+                        Phase::ResultDisputed if t.receipted => Settlement::DisputeBuyerFault,
+                        Phase::ResultDisputed => Settlement::DisputeSellerFault,
+                        _ => Settlement::RefundedBuyer,
+                    };
+                    self.settle(ti, how);
                 }
                 (None, None) => break,
             }
@@ -510,15 +692,30 @@ impl Model {
         self.avail[b.owner] += b.blocked;
     }
 
-    fn settle(&mut self, i: usize, t: &MTx, pay: bool) {
-        self.txs[i].settled =
-            Some(if pay { Settlement::PaidSeller } else { Settlement::RefundedBuyer });
-        self.blocked[t.buyer] -= t.price + t.fee;
-        if pay {
-            self.avail[t.seller] += t.price;
-            self.fees += t.fee;
-        } else {
-            self.avail[t.buyer] += t.price + t.fee;
+    fn settle(&mut self, i: usize, how: Settlement) {
+        self.txs[i].settled = Some(how);
+        let t = self.txs[i].clone();
+        let whole = t.price + t.fee + t.deposit;
+        self.blocked[t.buyer] -= whole;
+        let (seller, fees) = match how {
+            Settlement::PaidSeller => (t.price, t.fee),
+            Settlement::RefundedBuyer | Settlement::DisputeSellerFault => (0, 0),
+            Settlement::Lapsed => (t.price / 2, t.fee / 2),
+            Settlement::DisputeBuyerFault => (t.price, t.fee + t.deposit),
+        };
+        self.avail[t.seller] += seller;
+        self.fees += fees;
+        self.avail[t.buyer] += whole - seller - fees;
+        self.records[t.buyer].trades_bought += 1;
+        self.records[t.seller].trades_sold += 1;
+        match how {
+            Settlement::Lapsed => self.records[t.buyer].lapsed += 1,
+            Settlement::DisputeBuyerFault => self.records[t.buyer].disputes_lost += 1,
+            Settlement::DisputeSellerFault => {
+                self.records[t.buyer].disputes_won += 1;
+                self.records[t.seller].seller_faults += 1;
+            }
+            _ => {}
         }
     }
 
@@ -580,24 +777,22 @@ impl Model {
             phase: Phase::Establishing,
             deadline: now + 60_000,
             settled: None,
+            receipted: false,
+            deposit: 0,
         });
         Ok(Some(self.txs.len() - 1))
     }
 
-    fn act(
-        &mut self,
-        i: usize,
-        by_buyer: bool,
-        signer: usize,
-        kind: u8,
-    ) -> Result<(), &'static str> {
+    /// kinds: 0 est-buyer, 1 est-seller, 2 secret ok, 3 secret wrong, 4 result,
+    /// 5 accept, 6 reject_result, 7 reject_work, 8 receipt, 9 receipt of another hash,
+    /// 10 verdict "good result", 11 verdict "seller at fault".
+    fn act(&mut self, i: usize, signer: usize, kind: u8) -> Result<(), &'static str> {
         let t = self.txs[i].clone();
-        // kinds: 0 est-buyer, 1 est-seller, 2 secret ok, 3 secret wrong, 4 result, 5 accept, 6 reject_result, 7 reject_work
-        let needs_buyer = matches!(kind, 0 | 5 | 6);
-        let party = if needs_buyer { t.buyer } else { t.seller };
-        let _ = by_buyer;
-        if party != signer {
-            return Err("not_party");
+        if kind < 10 {
+            let party = if matches!(kind, 0 | 5 | 6 | 8 | 9) { t.buyer } else { t.seller };
+            if party != signer {
+                return Err("not_party");
+            }
         }
         if t.settled.is_some() {
             return Err("tx_closed");
@@ -611,20 +806,64 @@ impl Model {
             (1, BuyerEstablished) => (Transmitting, d.transmitting_s),
             (2, Transmitting) => (Working, d.working_s),
             (3, Transmitting) => return Err("bad_secret"),
-            (4, Working) => (Unverified, d.unverified_s),
+            (4, Working) => (Committed, d.committed_s),
+            (8, Committed) => (Unverified, d.unverified_s),
+            (9, Committed) => return Err("bad_receipt"),
             (5, Unverified) => (Finished, 0),
-            (6, Unverified) => (ResultDisputed, d.result_disputed_s),
+            (6, Unverified | Committed) => {
+                let dep = deposit_of(t.price);
+                if self.avail[t.buyer] < dep {
+                    return Err("insufficient_funds");
+                }
+                self.avail[t.buyer] -= dep;
+                self.blocked[t.buyer] += dep;
+                self.txs[i].deposit = dep;
+                (ResultDisputed, d.result_disputed_s)
+            }
             (7, Transmitting | Working) => (WorkDisputed, 0),
+            (10, ResultDisputed) => return Ok(self.settle(i, Settlement::DisputeBuyerFault)),
+            (11, ResultDisputed) => return Ok(self.settle(i, Settlement::DisputeSellerFault)),
             _ => return Err("wrong_phase"),
         };
         self.txs[i].phase = next;
         self.txs[i].deadline += add * 1000;
+        self.txs[i].receipted |= next == Unverified;
         match next {
-            Finished => self.settle(i, &t, true),
-            WorkDisputed => self.settle(i, &t, false),
+            Finished => self.settle(i, Settlement::PaidSeller),
+            WorkDisputed => self.settle(i, Settlement::RefundedBuyer),
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// The action the phase expects (mostly), so that random sequences reach the late
+/// phases; `kind` picks among the choices a phase has.
+fn smart_kind(phase: Phase, by_buyer: bool, kind: u8) -> u8 {
+    match phase {
+        Phase::Establishing => {
+            if by_buyer {
+                0
+            } else {
+                1
+            }
+        }
+        Phase::BuyerEstablished => 1,
+        Phase::SellerEstablished => 0,
+        Phase::Transmitting | Phase::Working if kind == 7 => 7,
+        Phase::Transmitting => 2,
+        Phase::Working => 4,
+        Phase::Committed if kind == 6 || kind == 9 => kind,
+        Phase::Committed => 8,
+        Phase::Unverified => {
+            if by_buyer {
+                5
+            } else {
+                6
+            }
+        }
+        Phase::ResultDisputed => 10 + kind % 2,
+        _ => kind,
     }
 }
 
@@ -635,6 +874,7 @@ fn run_sequence(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut tx_ids: Vec<Id> = Vec::new();
     let work = Hash32::of(b"w");
     let secret = [5u8; 32];
+    let enc = Hash32::of(b"enc");
     let mut last: Option<(Command, Answer, u64)> = None;
     for op in ops {
         match op {
@@ -652,7 +892,8 @@ fn run_sequence(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         if let Some(txid) = &b.tx {
                             tx_ids.push(txid.clone());
                         }
-                        let valid_until = Message::parse(&signed_text(&cmd)).unwrap().valid_until;
+                        let text = &cmd.signed().unwrap().text;
+                        let valid_until = Message::parse(text).unwrap().valid_until;
                         last = Some((cmd, a.answer.clone(), valid_until));
                     }
                     (Err(e), Err(code)) => prop_assert_eq!(e.code(), code),
@@ -707,62 +948,33 @@ fn run_sequence(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 m.advance(t.now);
                 let mt = m.txs[i].clone();
                 if smart {
-                    kind = match mt.phase {
-                        Phase::Establishing => {
-                            if by_buyer {
-                                0
-                            } else {
-                                1
-                            }
-                        }
-                        Phase::BuyerEstablished => 1,
-                        Phase::SellerEstablished => 0,
-                        Phase::Transmitting => {
-                            if kind == 7 {
-                                7
-                            } else {
-                                2
-                            }
-                        }
-                        Phase::Working => {
-                            if kind == 7 {
-                                7
-                            } else {
-                                4
-                            }
-                        }
-                        Phase::Unverified => {
-                            if by_buyer {
-                                5
-                            } else {
-                                6
-                            }
-                        }
-                        _ => kind,
-                    };
-                    by_buyer = matches!(kind, 0 | 5 | 6);
+                    kind = smart_kind(mt.phase, by_buyer, kind);
+                    by_buyer = matches!(kind, 0 | 5 | 6 | 8 | 9);
                 }
                 let signer = if by_buyer { mt.buyer } else { mt.seller };
-                let enc = Hash32::of(b"enc");
-                let action = match kind {
-                    0 => TxAction::EstablishBuyer {
-                        work_hash: work,
-                        secret_hash: tx::secret_hash(&work, &secret),
-                    },
-                    1 => TxAction::EstablishSeller { worker_url: "http://w/".into() },
-                    2 => TxAction::Secret { secret },
-                    3 => TxAction::Secret { secret: [6; 32] },
-                    4 => TxAction::Result {
-                        enc_result_hash: enc,
-                        receipt: KEYS[mt.buyer].sign_message(&receipt_text(EX, &id, &enc)),
-                        result_key: [1; 32],
-                    },
-                    5 => TxAction::Accept,
-                    6 => TxAction::RejectResult,
-                    _ => TxAction::RejectWork { reason: ReasonCode::Trap },
+                let got = match kind {
+                    10 => t.verdict(&id, enc, None),
+                    11 => t.verdict(&id, enc, Some("bad")),
+                    _ => {
+                        let action = match kind {
+                            0 => TxAction::EstablishBuyer {
+                                work_hash: work,
+                                secret_hash: tx::secret_hash(&work, &secret),
+                            },
+                            1 => TxAction::EstablishSeller { worker_url: "http://w/".into() },
+                            2 => TxAction::Secret { secret },
+                            3 => TxAction::Secret { secret: [6; 32] },
+                            4 => TxAction::Result { enc_result_hash: enc, result_key: [1; 32] },
+                            5 => TxAction::Accept,
+                            6 => TxAction::RejectResult,
+                            7 => TxAction::RejectWork { reason: ReasonCode::Trap },
+                            8 => TxAction::Receipt { enc_result_hash: enc },
+                            _ => TxAction::Receipt { enc_result_hash: work },
+                        };
+                        t.act(signer, &id, action)
+                    }
                 };
-                let got = t.act(signer, &id, action);
-                let want = m.act(i, by_buyer, signer, kind);
+                let want = m.act(i, signer, kind);
                 match (&got, want) {
                     (Ok(v), Ok(())) => prop_assert_eq!(v.phase, m.txs[i].phase),
                     (Err(e), Err(code)) => prop_assert_eq!(e.code(), code),
@@ -795,6 +1007,7 @@ fn run_sequence(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 "account {}",
                 who
             );
+            prop_assert_eq!(a.record, m.records[who], "record of {}", who);
         }
         let l = t.core.ledger_view();
         prop_assert_eq!(l.fees_sat.0, m.fees);
@@ -813,8 +1026,8 @@ fn run_sequence(ops: Vec<Op>) -> Result<(), TestCaseError> {
             let x = t.core.tx(id).unwrap();
             let mt = &m.txs[i];
             prop_assert_eq!(
-                (x.phase, x.settlement, x.price_sat.0, x.fee_sat.0),
-                (mt.phase, mt.settled, mt.price, mt.fee),
+                (x.phase, x.settlement, x.price_sat.0, x.fee_sat.0, x.dispute_deposit_sat.0),
+                (mt.phase, mt.settled, mt.price, mt.fee, mt.deposit),
                 "tx {}",
                 i
             );
@@ -826,15 +1039,6 @@ fn run_sequence(ops: Vec<Op>) -> Result<(), TestCaseError> {
     // A restart (replay of the log) reaches exactly the same state.
     t.check_replay();
     Ok(())
-}
-
-fn signed_text(cmd: &Command) -> String {
-    match cmd {
-        Command::Bid { signed, .. }
-        | Command::Cancel { signed, .. }
-        | Command::Tx { signed, .. }
-        | Command::Publish { signed, .. } => signed.text.clone(),
-    }
 }
 
 proptest! {
@@ -874,7 +1078,7 @@ fn view_json_snapshots() {
     assert_eq!(
         json(&tx),
         format!(
-            r#"{{"id":"t3","article":"{a}","buyer":"{b}","seller":"{s}","buy_bid":"b3","sell_bid":"b1","price_sat":1200,"fee_sat":36,"phase":"establishing","deadline_ms":1062500,"matched_ms":1002500,"work_hash":null,"secret_hash":null,"worker_url":null,"enc_result_hash":null,"receipt":null,"result_key":null,"reason":null,"settlement":null,"history":[{{"phase":"establishing","at_ms":1002500}}],"version":4}}"#,
+            r#"{{"id":"t3","article":"{a}","buyer":"{b}","seller":"{s}","buy_bid":"b3","sell_bid":"b1","price_sat":1200,"fee_sat":36,"phase":"establishing","deadline_ms":1062500,"matched_ms":1002500,"work_hash":null,"secret_hash":null,"worker_url":null,"enc_result_hash":null,"reason":null,"dispute_deposit_sat":0,"settlement":null,"history":[{{"phase":"establishing","at_ms":1002500}}],"version":4}}"#,
             a = t.article,
             b = KEYS[3].address(),
             s = KEYS[1].address()
