@@ -437,12 +437,8 @@ async fn refusals_are_json_4xx() {
     let m = native_manifest("refusals");
     c.publish(&key, &m, &[]).await.unwrap();
     let bids = format!("{}/v1/bids", server.url);
-    let op = || Operation::Bid {
-        article: m.id(),
-        side: Side::Sell,
-        price: Sat(5),
-        exclude: Vec::new(),
-    };
+    let op =
+        || Operation::Bid { article: m.id(), side: Side::Sell, price: Sat(5), exclude: Vec::new() };
     let now_s = c.exchange_now_ms() / 1000;
 
     // The same envelope twice: the first answer; another message under its nonce: 409.
@@ -779,12 +775,10 @@ async fn malformed_input_never_5xx() {
     let key = PrivateKey::generate();
     let m = native_manifest("fuzz");
     c.publish(&key, &m, &[]).await.unwrap();
-    let good = serde_json::to_vec(
-        &c.sign(
-            &key,
-            Operation::Bid { article: m.id(), side: Side::Buy, price: Sat(5), exclude: vec![] },
-        ),
-    )
+    let good = serde_json::to_vec(&c.sign(
+        &key,
+        Operation::Bid { article: m.id(), side: Side::Buy, price: Sat(5), exclude: vec![] },
+    ))
     .unwrap();
     let publish = serde_json::to_vec(&bitwrk_protocol::api::PublishRequest {
         envelope: c.sign(

@@ -1,19 +1,22 @@
 //! Buying: place the bid, follow the transaction by long poll, send the seller only the
-//! chunks it lacks, fetch the encrypted result, sign the receipt, take the key (from the
-//! seller's answer, or the exchange), check the outputs, hand them over, and accept in
-//! the background. A seller that fails costs a new bid (bounded).
+//! chunks it lacks, fetch the encrypted result, sign the receipt for exactly its hash at
+//! the exchange (whose answer carries the key), check the outputs, hand them over, and
+//! accept in the background. A result that does not open or breaks the manifest is
+//! disputed with the ciphertext as evidence, never accepted; a seller that fails is left
+//! out of the request's next bids (bounded).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bitwrk_protocol::api::{ArticleEntry, BidState, ErrorBody, TxView};
-use bitwrk_protocol::message::receipt_text;
+use bitwrk_protocol::api::{ArticleEntry, BidState, ErrorBody};
+use bitwrk_protocol::identity::Address;
+use bitwrk_protocol::message::BID_EXCLUDE_MAX;
 use bitwrk_protocol::transfer::{
-    ChunksAnswer, ReceiptAnswer, ReceiptBody, TRANSFER_AUTH_HEADER, WorkOffer, WorkOfferAnswer,
-    decode_result, frame_chunks, limits as tl, transfer_auth,
+    ChunksAnswer, TRANSFER_AUTH_HEADER, WorkOffer, WorkOfferAnswer, frame_chunks, limits as tl,
+    transfer_auth,
 };
-use bitwrk_protocol::work::{ChunkRef, WorkManifest};
-use bitwrk_protocol::{Hash32, Id, Phase, ReasonCode, Sat, Side, TxAction};
+use bitwrk_protocol::work::{ChunkRef, ResultFault, WorkManifest, check_result};
+use bitwrk_protocol::{Hash32, Id, Phase, ReasonCode, Sat, Settlement, Side, TxAction};
 
 use crate::limits::{self, BUY_ATTEMPTS_MAX, EXCHANGE_WAIT, RESULT_WAIT};
 use crate::node::{Node, TradeReport};
@@ -198,8 +201,12 @@ pub async fn buy(
         None => default_price(node, &article).await,
     };
     let mut last = String::new();
+    // Sellers that failed this request: its later bids do not match them.
+    let mut failed_sellers: Vec<Address> = Vec::new();
     for attempt in 1..=BUY_ATTEMPTS_MAX {
         let mut att = Attempt {
+            exclude: &failed_sellers,
+            seller: None,
             node,
             article: &article,
             prepared: &prepared,
@@ -229,8 +236,15 @@ pub async fn buy(
                 return Err(e);
             }
             Err(AttemptError::Retry(why)) => {
-                tracing::warn!(article = %article.manifest.name, attempt, error = %why, "trade failed; bidding again");
+                let seller = att.seller.take();
+                tracing::warn!(article = %article.manifest.name, attempt, seller = ?seller, error = %why, "trade failed; bidding again without that seller");
                 report.finish(None, Some(format!("{why} (bidding again)")));
+                if let Some(s) = seller
+                    && !failed_sellers.contains(&s)
+                    && failed_sellers.len() < BID_EXCLUDE_MAX
+                {
+                    failed_sellers.push(s);
+                }
                 last = why;
             }
         }
@@ -300,6 +314,10 @@ impl Drop for OpenBidGuard {
 
 struct Attempt<'a> {
     node: &'a Arc<Node>,
+    /// Sellers this attempt's bid must not match.
+    exclude: &'a [Address],
+    /// The seller once matched (left out of later attempts if this one fails).
+    seller: Option<Address>,
     article: &'a Arc<ArticleEntry>,
     prepared: &'a Prepared,
     attempt: u32,
@@ -349,8 +367,10 @@ impl Attempt<'_> {
             .map_err(|e| AttemptError::Final(BuyError::Forbidden(e.to_string())))?;
         let exch =
             |e: &dyn std::fmt::Display| AttemptError::Final(BuyError::Exchange(e.to_string()));
-        let mut bid =
-            ex.place_bid(&node.key, article.id, Side::Buy, price).await.map_err(|e| exch(&e))?;
+        let mut bid = ex
+            .place_bid_excluding(&node.key, article.id, Side::Buy, price, self.exclude.to_vec())
+            .await
+            .map_err(|e| exch(&e))?;
         // If this buy is dropped (the client went away: the add-on's cancel, a closed
         // curl) while the bid rests, the bid is withdrawn and its escrow released.
         let mut open_bid = OpenBidGuard { node: node.clone(), bid: Some(bid.id.clone()) };
@@ -387,6 +407,7 @@ impl Attempt<'_> {
             .await
             .map_err(|e| retry(format!("establish: {e}")))?;
         report.info().price_sat = view.price_sat;
+        self.seller = Some(view.seller.clone());
         self.step(report, "established");
         // Both sides established: the seller is waiting for the work.
         while view.phase < Phase::Transmitting || view.worker_url.is_none() {
@@ -435,35 +456,31 @@ impl Attempt<'_> {
             view.matched_ms + 1000 * (d.establishing_s + d.transmitting_s + d.working_s);
         let enc = match early {
             Some(enc) => enc,
-            None => self.fetch_result(&base, work_deadline_ms).await?,
+            None => match self.fetch_result(&base, work_deadline_ms).await {
+                Ok(enc) => enc,
+                Err(e) => {
+                    // A seller that committed a result but does not hand it over would
+                    // otherwise be paid a lapse share: dispute it as "not delivered".
+                    if ex.tx(&tx).await.is_ok_and(|v| v.phase == Phase::Committed) {
+                        let verdict = self.reject_and_prove(&tx, None).await;
+                        tracing::warn!(tx = %tx, %verdict, "committed result never delivered; disputed");
+                    }
+                    return Err(e);
+                }
+            },
         };
         let enc_hash = Hash32::of(&enc);
         self.step(report, "result received");
 
-        // Receipt: the seller posts it with the key to the exchange and hands us the key.
-        let receipt = node.key.sign_message(&receipt_text(ex.exchange_id(), &tx, &enc_hash));
-        let ra: ReceiptAnswer =
-            self.post_json(&format!("{base}/receipt"), &ReceiptBody { receipt }).await?;
-        // The key from the seller's answer saves reading the tx back; the exchange's copy
-        // is the binding one, so a key that does not open the result is looked up there.
-        let opened = ra.result_key.map(|k| self.open_result(&tx, &k, &enc));
-        let outputs = match opened {
-            Some(Ok(o)) => o,
-            other => {
-                if let Some(Err(why)) = other {
-                    tracing::warn!(tx = %tx, error = %why, "the seller's key does not open its result; reading the tx");
-                }
-                let view = self.wait_unverified(&tx, ra.tx_version).await?;
-                match self.open_view(&tx, &view, &enc, &enc_hash) {
-                    Ok(o) => o,
-                    Err(why) => {
-                        tracing::warn!(tx = %tx, error = %why, "rejecting the result");
-                        if let Err(e) = ex.tx_action(&node.key, &tx, TxAction::RejectResult).await {
-                            tracing::warn!(tx = %tx, error = %e, "reject_result failed");
-                        }
-                        return Err(retry(why));
-                    }
-                }
+        // The receipt for exactly these bytes, at the exchange: its answer carries the key
+        // the seller committed. Then the one result check of the protocol.
+        let key = self.receipt(&tx, enc_hash, work_deadline_ms).await?;
+        let outputs = match self.open_result(&tx, &key, enc.clone()) {
+            Ok(o) => o,
+            Err(fault) => {
+                tracing::warn!(tx = %tx, error = %fault, "the result breaks the contract; disputing it");
+                let verdict = self.reject_and_prove(&tx, Some(enc)).await;
+                return Err(retry(format!("{fault}; {verdict}")));
             }
         };
         self.step(report, "unverified");
@@ -488,26 +505,79 @@ impl Attempt<'_> {
         })
     }
 
-    /// Long poll the tx until it is `unverified` at version `version` or later.
-    async fn wait_unverified(&self, tx: &Id, version: u64) -> Result<TxView, AttemptError> {
+    /// Sign the receipt for `enc_hash`; the answer's key. A seller that serves before it
+    /// committed is waited for until the working deadline; one that committed other bytes
+    /// than it served is disputed as "not delivered" (it must show the committed bytes).
+    async fn receipt(
+        &self,
+        tx: &Id,
+        enc_hash: Hash32,
+        work_deadline_ms: u64,
+    ) -> Result<Hash32, AttemptError> {
         let ex = &self.node.exchange;
-        let mut view = ex.tx(tx).await.map_err(|e| retry(format!("reading the tx: {e}")))?;
-        while view.version < version || view.phase < Phase::Unverified {
-            if view.settlement.is_some() || view.phase.is_terminal() {
-                return Err(retry(format!(
-                    "the tx ended in {} before the result was posted",
-                    view.phase
-                )));
+        loop {
+            let err = match ex.receipt(&self.node.key, tx, enc_hash).await {
+                Ok(r) => return Ok(r.result_key),
+                Err(e) => e,
+            };
+            match err.code() {
+                Some("wrong_phase") if crate::state::now_ms() < work_deadline_ms => {
+                    let view =
+                        ex.tx(tx).await.map_err(|e| retry(format!("reading the tx: {e}")))?;
+                    if view.phase != Phase::Working {
+                        return Err(retry(format!("the tx is {} at the receipt", view.phase)));
+                    }
+                    // Not committed yet: wait for the seller's `result`, then sign again.
+                    ex.wait_tx(tx, view.version, EXCHANGE_WAIT)
+                        .await
+                        .map_err(|e| retry(format!("waiting on the tx: {e}")))?;
+                }
+                Some("bad_receipt") => {
+                    tracing::warn!(tx = %tx, "the seller committed other bytes than it served; disputing");
+                    let verdict = self.reject_and_prove(tx, None).await;
+                    return Err(retry(format!(
+                        "the seller committed another result than it sent; {verdict}"
+                    )));
+                }
+                _ => return Err(retry(format!("receipt: {err}"))),
             }
-            view = ex
-                .wait_tx(tx, view.version, EXCHANGE_WAIT)
-                .await
-                .map_err(|e| retry(format!("waiting on the tx: {e}")))?;
         }
-        if view.phase != Phase::Unverified {
-            return Err(retry(format!("the tx is {} instead of unverified", view.phase)));
+    }
+
+    /// Dispute: `reject_result` (the deposit is blocked), then, for a result we signed
+    /// for (`enc`), hand the exchange the ciphertext as evidence, retried while the
+    /// exchange is busy with other evidence, until shortly before the dispute deadline.
+    /// The verdict, as text.
+    async fn reject_and_prove(&self, tx: &Id, enc: Option<Vec<u8>>) -> String {
+        let ex = &self.node.exchange;
+        let view = match ex.tx_action(&self.node.key, tx, TxAction::RejectResult).await {
+            Ok(v) => v,
+            Err(e) => return format!("reject_result failed: {e}"),
+        };
+        let Some(enc) = enc else {
+            return "disputed: the seller must show the committed result".into();
+        };
+        let auth: Hash32 = match self.auth.parse() {
+            Ok(a) => a,
+            Err(_) => return "no transfer credential for the evidence".into(),
+        };
+        let give_up_ms = view.deadline_ms.unwrap_or(0).saturating_sub(EVIDENCE_MARGIN_MS);
+        loop {
+            match ex.upload_evidence(tx, &auth, enc.clone()).await {
+                Ok(v) => {
+                    return match v.settlement {
+                        Some(Settlement::DisputeSellerFault) => {
+                            "the exchange found the seller at fault; refunded".into()
+                        }
+                        other => format!("the exchange decided {other:?}"),
+                    };
+                }
+                Err(e) if e.code() == Some("busy") && crate::state::now_ms() < give_up_ms => {
+                    tokio::time::sleep(limits::EVIDENCE_RETRY_BACKOFF).await;
+                }
+                Err(e) => return format!("uploading the evidence failed: {e}"),
+            }
         }
-        Ok(view)
     }
 
     async fn post_json<T: serde::Serialize, R: serde::de::DeserializeOwned>(
@@ -679,28 +749,10 @@ impl Attempt<'_> {
         }
     }
 
-    /// Check the tx's result hash against what we signed, then open with its key.
-    fn open_view(
-        &self,
-        tx: &Id,
-        view: &TxView,
-        enc: &[u8],
-        enc_hash: &Hash32,
-    ) -> Result<Vec<Output>, String> {
-        if view.enc_result_hash != Some(*enc_hash) {
-            return Err("the seller posted a result hash other than the result it sent".into());
-        }
-        let key_hex = view.result_key.as_deref().ok_or("the tx has no result key")?;
-        let key: Hash32 =
-            key_hex.parse().map_err(|_| "the result key is not 64 hex chars".to_string())?;
-        self.open_result(tx, &key, enc)
-    }
-
-    /// Decrypt, and check the outputs.
-    fn open_result(&self, tx: &Id, key: &Hash32, enc: &[u8]) -> Result<Vec<Output>, String> {
-        let plain = crate::crypto::open(&key.0, tx, enc).map_err(|e| e.to_string())?;
-        let outputs = decode_result(&plain).map_err(|e| e.to_string())?;
-        crate::seller::check_outputs(&self.article.manifest, &outputs)?;
+    /// Decrypt and check the outputs: the protocol's one result check, the same the
+    /// exchange applies in a dispute.
+    fn open_result(&self, tx: &Id, key: &Hash32, enc: Vec<u8>) -> Result<Vec<Output>, ResultFault> {
+        let outputs = check_result(&self.article.manifest, &key.0, tx, enc)?;
         Ok(outputs
             .into_iter()
             .map(|(name, data)| {
@@ -715,6 +767,10 @@ impl Attempt<'_> {
             .collect())
     }
 }
+
+/// Evidence uploads stop this long before the dispute deadline (an upload in flight at
+/// the deadline would come too late anyway).
+const EVIDENCE_MARGIN_MS: u64 = 5_000;
 
 async fn read_json<R: serde::de::DeserializeOwned>(
     resp: reqwest::Response,

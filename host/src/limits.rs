@@ -20,8 +20,16 @@ pub const STORE_PACK_GENERATION_BYTES_MAX: u64 = 64 << 20;
 pub const STORE_PENDING_BYTES_MAX: u64 = 64 << 20;
 
 /// Bids a buyer places for one request before it gives up: the first plus two retries
-/// after a seller that was unreachable, died, stalled or sent garbage.
+/// after a seller that was unreachable, died, stalled or sent garbage. Each retry leaves
+/// out every seller that failed this request before (the bid's `exclude`, at most
+/// `bitwrk_protocol::message::BID_EXCLUDE_MAX`). What a request may spend in all: one
+/// trade's price + fee; while attempts run, at most `BUY_ATTEMPTS_MAX × (price + fee +
+/// dispute deposit)` is blocked, and a failed seller's share comes back at its verdict or
+/// deadline (docs/PROTOCOL.md §4).
 pub const BUY_ATTEMPTS_MAX: u32 = 3;
+/// Wait before uploading evidence again when the exchange answers `busy` (it checks a
+/// few disputes' evidence at a time).
+pub const EVIDENCE_RETRY_BACKOFF: Duration = Duration::from_millis(500);
 /// Price of a buy when the request names none and the book has no sell to follow.
 pub const BUY_PRICE_FALLBACK_SAT: u64 = 1_000;
 /// Largest request body the buying proxy takes (all inputs together): the manifest cap
@@ -39,7 +47,7 @@ pub const SELLER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CHUNK_UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// One result long poll at the seller; the buyer repeats it until the tx deadline.
 pub const RESULT_WAIT: Duration = Duration::from_secs(20);
-/// Body limit of the seller's external port besides chunk batches (offer, receipt).
+/// Body limit of the seller's external port besides chunk batches (the offer).
 pub const EXT_BODY_BYTES_MAX: usize = bitwrk_protocol::transfer::limits::OFFER_BYTES_MAX;
 /// Concurrent requests on the seller's external port (buyers are strangers).
 pub const EXT_CONCURRENT_MAX: usize = 256;
@@ -52,15 +60,11 @@ pub const SELLER_RESULT_KEEP: Duration = Duration::from_secs(15 * 60);
 /// Sell bids are re-placed when they expire; after an error placing one the bidder waits
 /// this long before trying again, so a down exchange is not hammered.
 pub const SELL_RETRY_BACKOFF: Duration = Duration::from_secs(2);
-/// Buyers whose public key a seller keeps to check receipts without a key recovery; half
-/// as many repeat buyers' ~28 KiB tables of multiples per generation (two generations):
-/// at most ~28 MiB.
-pub const BUYER_KEYS_MAX: usize = 1024;
 /// Modules and loaded articles a seller keeps in memory.
 pub const ARTICLE_CACHE_MAX: usize = 64;
-/// Buyers whose uploaded chunks a seller remembers for dedupe (`dedupe::BuyerChunks`);
-/// as many as it keeps keys for. A forgotten buyer just sends its chunks again.
-pub const DEDUPE_BUYERS_MAX: usize = BUYER_KEYS_MAX;
+/// Buyers whose uploaded chunks a seller remembers for dedupe (`dedupe::BuyerChunks`).
+/// A forgotten buyer just sends its chunks again.
+pub const DEDUPE_BUYERS_MAX: usize = 1024;
 /// Chunks remembered per buyer: 65 536 at the 64 KiB average chunk is 4 GiB of input, the
 /// default store's size, so a buyer's own re-send of anything the store still holds dedupes.
 pub const DEDUPE_CHUNKS_PER_BUYER_MAX: usize = 65_536;

@@ -15,17 +15,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bitwrk_protocol::api::{ArticleEntry, BidState, BidView, ErrorBody, TxView};
-use bitwrk_protocol::fast_verify::KeyCache;
-use bitwrk_protocol::identity::{Address, CompactSignature, message_hash};
+use bitwrk_protocol::identity::Address;
 use bitwrk_protocol::manifest::Runtime;
-use bitwrk_protocol::message::receipt_text;
 use bitwrk_protocol::transfer::{
-    ChunksAnswer, NotReady, ReceiptAnswer, ReceiptBody, TRANSFER_AUTH_HEADER, WorkOffer,
-    WorkOfferAnswer, encode_result, limits as tl, transfer_auth, transfer_auth_matches,
-    unframe_chunks,
+    ChunksAnswer, NotReady, TRANSFER_AUTH_HEADER, WorkOffer, WorkOfferAnswer, encode_result,
+    limits as tl, transfer_auth, transfer_auth_matches, unframe_chunks,
 };
 use bitwrk_protocol::work::WorkManifest;
-use bitwrk_protocol::{Hash32, Id, ReasonCode, Sat, Side, TxAction};
+use bitwrk_protocol::{Hash32, Id, Phase, ReasonCode, Sat, Settlement, Side, TxAction};
 use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -101,12 +98,10 @@ impl Drop for Slot {
     }
 }
 
-/// The encrypted result of one trade.
+/// The encrypted result of one trade, committed at the exchange (hash and key).
 #[derive(Debug)]
 struct Sealed {
     enc: Bytes,
-    hash: Hash32,
-    key: [u8; 32],
 }
 
 #[derive(Debug, Clone)]
@@ -131,9 +126,9 @@ struct SellTrade {
     /// The buyer's transfer credential ([`transfer_auth`] of the secret), once an offer
     /// proved the secret; every later transfer request must carry it.
     auth: Mutex<Option<Hash32>>,
-    /// Serialises posting `result` so a retried receipt posts once.
-    result_posted: tokio::sync::Mutex<Option<u64>>,
     slot: Mutex<Option<Slot>>,
+    /// Set once the evidence of delivery was uploaded (a dispute without receipt).
+    evidence_sent: std::sync::atomic::AtomicBool,
 }
 
 struct Work {
@@ -155,9 +150,6 @@ pub struct Seller {
     loaded: tokio::sync::Mutex<HashMap<Hash32, Arc<bitwrk_runtime::LoadedArticle>>>,
     /// The bidders, so a stop can wait until they cancelled their open bids.
     bidders: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// Buyers' keys, learnt from their first receipt: a repeat buyer's receipt costs a
-    /// verification (with a table of multiples from the second one on), not a recovery.
-    buyer_keys: KeyCache,
     /// Which chunks each buyer sent: the have-list counts only a buyer's own chunks.
     dedupe: BuyerChunks,
 }
@@ -189,7 +181,6 @@ impl Seller {
             trades: Mutex::new(HashMap::new()),
             loaded: tokio::sync::Mutex::new(HashMap::new()),
             bidders: Mutex::new(Vec::new()),
-            buyer_keys: KeyCache::new(limits::BUYER_KEYS_MAX, limits::BUYER_KEYS_MAX / 2, 1),
             dedupe: BuyerChunks::default(),
         })
     }
@@ -376,8 +367,8 @@ impl Seller {
             work: Mutex::new(None),
             secret: Mutex::new(None),
             auth: Mutex::new(None),
-            result_posted: tokio::sync::Mutex::new(None),
             slot: Mutex::new(Some(slot)),
+            evidence_sent: std::sync::atomic::AtomicBool::new(false),
         });
         {
             let mut trades = self.trades.lock().expect("trades lock");
@@ -409,6 +400,9 @@ impl Seller {
                     let done = v.phase.is_terminal() || v.settlement.is_some();
                     report.phase(v.phase.as_str());
                     trade.set_view(v.clone());
+                    if v.phase == Phase::ResultDisputed && !v.receipted() && !done {
+                        self.prove_delivery(&trade);
+                    }
                     if done {
                         break v;
                     }
@@ -424,7 +418,10 @@ impl Seller {
             self.worker(slot.id, &article, None);
         }
         self.trades.lock().expect("trades lock").remove(&tx);
-        let outcome = format!("{} ({:?})", end.phase, end.settlement);
+        let outcome = match end.settlement {
+            Some(s) => format!("{}: {}", end.phase, settlement_text(s)),
+            None => end.phase.to_string(),
+        };
         let error = end.reason.map(|r| format!("work rejected: {r}"));
         tracing::info!(tx = %tx, phase = %end.phase, settlement = ?end.settlement, "sell trade ended");
         report.finish(Some(outcome), error);
@@ -441,7 +438,6 @@ impl Seller {
                 )),
             )
             .route("/v1/work/{tx}/result", get(result))
-            .route("/v1/work/{tx}/receipt", post(receipt))
             .layer(DefaultBodyLimit::max(limits::EXT_BODY_BYTES_MAX))
             .layer(tower::limit::ConcurrencyLimitLayer::new(limits::EXT_CONCURRENT_MAX))
             .with_state(self.clone())
@@ -526,11 +522,20 @@ impl Seller {
                 let key = crate::crypto::new_key();
                 let (enc, hash) = crate::crypto::seal(&key, &trade.tx, &plain);
                 tracing::info!(tx = %trade.tx, wall_ms, result_bytes = enc.len(), "work done");
-                trade.stage.send_replace(Stage::Ready(Arc::new(Sealed {
-                    enc: Bytes::from(enc),
-                    hash,
-                    key,
-                })));
+                // Commit first (hash and key to the exchange), then serve: the buyer signs
+                // its receipt for exactly the bytes it gets, and the exchange holds the key
+                // that opens them, for the buyer and for a dispute.
+                match self.commit(&trade, hash, key).await {
+                    Ok(()) => {
+                        let sealed = Sealed { enc: Bytes::from(enc) };
+                        trade.stage.send_replace(Stage::Ready(Arc::new(sealed)));
+                    }
+                    Err(e) => {
+                        tracing::warn!(tx = %trade.tx, error = %e, "committing the result failed; the buyer is refunded at the working deadline");
+                        let message = format!("the seller could not commit its result: {e}");
+                        trade.stage.send_replace(Stage::Failed(ReasonCode::Internal, message));
+                    }
+                }
             }
             Err((reason, message)) => {
                 tracing::info!(tx = %trade.tx, %reason, %message, wall_ms, "work failed; rejecting it");
@@ -549,6 +554,44 @@ impl Seller {
                 }
             }
         }
+    }
+
+    /// Post `result` (the encrypted result's hash and its key) once the secret is in.
+    async fn commit(&self, trade: &SellTrade, hash: Hash32, key: [u8; 32]) -> Result<(), String> {
+        trade.secret_posted().await.map_err(|e| format!("the secret was not accepted: {e}"))?;
+        let action = TxAction::Result { enc_result_hash: hash, result_key: key };
+        let v = self
+            .node
+            .exchange
+            .tx_action(&self.node.key, &trade.tx, action)
+            .await
+            .map_err(|e| e.to_string())?;
+        trade.set_view(v);
+        Ok(())
+    }
+
+    /// The buyer disputes without having signed a receipt ("never delivered"): only the
+    /// seller holds the ciphertext, so it uploads it as evidence; the exchange decrypts it
+    /// with the committed key and decides. Once per trade, in the background.
+    fn prove_delivery(&self, trade: &Arc<SellTrade>) {
+        let Stage::Ready(sealed) = trade.stage.borrow().clone() else {
+            tracing::warn!(tx = %trade.tx, "disputed as undelivered, but there is no result to show");
+            return;
+        };
+        let Some(auth) = *trade.auth.lock().expect("auth lock") else { return };
+        if trade.evidence_sent.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let node = self.node.clone();
+        let tx = trade.tx.clone();
+        tokio::spawn(async move {
+            match node.exchange.upload_evidence(&tx, &auth, sealed.enc.to_vec()).await {
+                Ok(v) => {
+                    tracing::info!(tx = %tx, settlement = ?v.settlement, "delivery proven to the exchange")
+                }
+                Err(e) => tracing::warn!(tx = %tx, error = %e, "uploading the evidence failed"),
+            }
+        });
     }
 
     /// Reassemble the inputs from the store and run the article.
@@ -652,30 +695,24 @@ impl Seller {
 /// A work's inputs, by name, reassembled from their chunks.
 type Inputs = Vec<(String, Vec<u8>)>;
 
-/// Outputs must be exactly the declared ones, each within its `max_bytes`.
-pub fn check_outputs(
+/// Outputs must be exactly the declared ones, each once, each within its `max_bytes`:
+/// the protocol's one check, which the buyer and the exchange apply too.
+fn check_outputs(
     manifest: &bitwrk_protocol::Manifest,
     outputs: &[(String, Vec<u8>)],
 ) -> Result<(), String> {
-    if outputs.len() != manifest.outputs.len() {
-        return Err(format!(
-            "{} outputs, the article declares {}",
-            outputs.len(),
-            manifest.outputs.len()
-        ));
+    bitwrk_protocol::work::check_outputs(manifest, outputs).map_err(|e| e.to_string())
+}
+
+/// A settlement as the seller's activity list says it.
+fn settlement_text(s: Settlement) -> &'static str {
+    match s {
+        Settlement::PaidSeller => "paid",
+        Settlement::RefundedBuyer => "the buyer was refunded",
+        Settlement::Lapsed => "the buyer lapsed; half the price paid",
+        Settlement::DisputeSellerFault => "dispute lost (the evidence did not open)",
+        Settlement::DisputeBuyerFault => "dispute won; paid",
     }
-    for (name, data) in outputs {
-        let decl =
-            manifest.output(name).ok_or_else(|| format!("output {name:?} is not declared"))?;
-        if data.len() as u64 > decl.max_bytes {
-            return Err(format!(
-                "output {name:?} has {} bytes, at most {} declared",
-                data.len(),
-                decl.max_bytes
-            ));
-        }
-    }
-    Ok(())
 }
 
 impl SellTrade {
@@ -939,74 +976,4 @@ async fn result(
     let trade = seller.authed_trade(&tx, &headers)?;
     let wait = q.wait();
     Ok(stage_response(wait_done(&trade, wait).await))
-}
-
-async fn receipt(
-    State(seller): State<Arc<Seller>>,
-    Path(tx): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<ReceiptAnswer>, ApiError> {
-    let trade = seller.authed_trade(&tx, &headers)?;
-    let body: ReceiptBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("receipt does not parse: {e}"),
-        )
-    })?;
-    let sealed = match &*trade.stage.borrow() {
-        Stage::Ready(s) => s.clone(),
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                "there is no result to sign for yet",
-            ));
-        }
-    };
-    let view = seller.committed_view(&trade).await?;
-    let text = receipt_text(seller.node.exchange.exchange_id(), &trade.tx, &sealed.hash);
-    let forbidden = |e: String| {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("the receipt is not the buyer's signature over the result: {e}"),
-        )
-    };
-    let sig = CompactSignature::from_base64(&body.receipt).map_err(|e| forbidden(e.to_string()))?;
-    seller
-        .buyer_keys
-        .verify(&view.buyer, &message_hash(&text), &sig)
-        .map_err(|e| forbidden(e.to_string()))?;
-    let mut posted = trade.result_posted.lock().await;
-    let key = Some(Hash32(sealed.key));
-    if let Some(version) = *posted {
-        return Ok(Json(ReceiptAnswer { tx_version: version, result_key: key }));
-    }
-    trade.secret_posted().await.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "exchange",
-            format!("the exchange did not take the secret: {e}"),
-        )
-    })?;
-    let action = TxAction::Result {
-        enc_result_hash: sealed.hash,
-        receipt: body.receipt,
-        result_key: sealed.key,
-    };
-    let v =
-        seller.node.exchange.tx_action(&seller.node.key, &trade.tx, action).await.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "exchange",
-                format!("the exchange did not take the result: {e}"),
-            )
-        })?;
-    *posted = Some(v.version);
-    let version = v.version;
-    trade.set_view(v);
-    // The key is on the exchange now; handing it over saves the buyer reading it back.
-    Ok(Json(ReceiptAnswer { tx_version: version, result_key: key }))
 }

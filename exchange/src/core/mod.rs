@@ -942,8 +942,7 @@ impl Core {
         }
         // After the receipt; or once a dispute over a result that was never received went
         // against the buyer (the seller's evidence showed a good result, which it paid).
-        let released =
-            tx.receipted() || tx.settlement == Some(Settlement::DisputeBuyerFault);
+        let released = tx.receipted() || tx.settlement == Some(Settlement::DisputeBuyerFault);
         match (released, self.result_keys.get(id), tx.enc_result_hash) {
             (true, Some(k), Some(h)) => {
                 Ok(KeyView { tx: id.clone(), enc_result_hash: h, result_key: Hash32(*k) })

@@ -199,8 +199,7 @@ impl T {
         let secret = [3u8; 32];
         let secret_hash = tx::secret_hash(&work, &secret);
         self.act(2, &txid, TxAction::EstablishBuyer { work_hash: work, secret_hash }).unwrap();
-        self.act(1, &txid, TxAction::EstablishSeller { worker_url: "https://s/".into() })
-            .unwrap();
+        self.act(1, &txid, TxAction::EstablishSeller { worker_url: "https://s/".into() }).unwrap();
         self.act(1, &txid, TxAction::Secret { secret }).unwrap();
         let v = self
             .act(1, &txid, TxAction::Result { enc_result_hash: enc, result_key: [7; 32] })
@@ -395,14 +394,14 @@ fn deadlines_refund_or_pay() {
     // Actions from the start (by index below), the settlement when the phase's deadline
     // passes, and the buyer's record entry it makes.
     let cases: &[(&[usize], Settlement)] = &[
-        (&[], Settlement::RefundedBuyer),              // establishing
-        (&[0], Settlement::RefundedBuyer),             // buyer_established
-        (&[0, 1], Settlement::RefundedBuyer),          // transmitting
-        (&[0, 1, 2], Settlement::RefundedBuyer),       // working
-        (&[0, 1, 2, 3], Settlement::Lapsed),           // committed: no receipt
-        (&[0, 1, 2, 3, 4], Settlement::PaidSeller),    // unverified
+        (&[], Settlement::RefundedBuyer),                     // establishing
+        (&[0], Settlement::RefundedBuyer),                    // buyer_established
+        (&[0, 1], Settlement::RefundedBuyer),                 // transmitting
+        (&[0, 1, 2], Settlement::RefundedBuyer),              // working
+        (&[0, 1, 2, 3], Settlement::Lapsed),                  // committed: no receipt
+        (&[0, 1, 2, 3, 4], Settlement::PaidSeller),           // unverified
         (&[0, 1, 2, 3, 4, 5], Settlement::DisputeBuyerFault), // disputed after the receipt
-        (&[0, 1, 2, 3, 5], Settlement::DisputeSellerFault), // "never delivered", no evidence
+        (&[0, 1, 2, 3, 5], Settlement::DisputeSellerFault),   // "never delivered", no evidence
     ];
     for &(steps, expect) in cases {
         let mut t = T::new();
@@ -496,8 +495,10 @@ fn bids_expire_and_cancel_unblocks() {
     t.core.apply(&Command::Cancel { signed: signed.clone(), bid: b.id.clone() }, t.now).unwrap();
     assert_eq!(t.avail(2), CAPITAL);
     // The same envelope again: the first answer, nothing changes.
-    let again =
-        t.core.apply(&Command::Cancel { signed: signed.clone(), bid: b.id.clone() }, t.now).unwrap();
+    let again = t
+        .core
+        .apply(&Command::Cancel { signed: signed.clone(), bid: b.id.clone() }, t.now)
+        .unwrap();
     assert!(!again.changed_state);
     // Nonce memory answers only at the endpoint and for the id the envelope was made for.
     let elsewhere = Command::Tx { signed: signed.clone(), tx: b.id.clone() };

@@ -2,5 +2,6 @@
 //! exchange and host binaries), the real example articles (`cargo build-articles`).
 
 mod harness;
+mod hostile;
 mod market;
 mod ui;

@@ -6,10 +6,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bitwrk_exchange::client::ExchangeClient;
 use bitwrk_protocol::api::TxView;
-use bitwrk_protocol::message::{Message, Operation, receipt_text};
+use bitwrk_protocol::message::{Message, Operation};
 use bitwrk_protocol::transfer::{
-    ReceiptAnswer, ReceiptBody, TRANSFER_AUTH_HEADER, WorkOffer, WorkOfferAnswer, decode_result,
-    frame_chunks, transfer_auth,
+    TRANSFER_AUTH_HEADER, WorkOffer, WorkOfferAnswer, frame_chunks, transfer_auth,
 };
 use bitwrk_protocol::work::WorkManifest;
 use bitwrk_protocol::{Hash32, Id, Phase, PrivateKey, Sat, Settlement, Side, TxAction};
@@ -227,13 +226,14 @@ async fn forged_and_replayed_messages_are_refused() -> anyhow::Result<()> {
     let ex = harness::exchange(&dir.path().join("exchange"), &[])?;
     let client = harness::publish(&ex.url, &["wordcount"]).await?;
     let _seller = harness::seller("seller", &dir.path().join("s"), &ex.url, &["wordcount:100"], 1)?;
-    let article = bitwrk_host::local_articles::load("wordcount")?.0.id();
+    let wordcount = bitwrk_host::local_articles::load("wordcount")?.0;
+    let article = wordcount.id();
     let me = PrivateKey::generate();
     let mallory = PrivateKey::generate();
     let xid = client.exchange_id().to_string();
 
     // At the exchange: a bid signed by another key than the address it claims.
-    let op = Operation::Bid { article, side: Side::Buy, price: Sat(500) };
+    let op = Operation::Bid { article, side: Side::Buy, price: Sat(500), exclude: vec![] };
     let mut forged = client.sign(&mallory, op.clone());
     forged.address = me.address().to_string();
     let (status, _) = post_raw(&ex.url, "/v1/bids", &forged).await;
@@ -251,8 +251,10 @@ async fn forged_and_replayed_messages_are_refused() -> anyhow::Result<()> {
     let env = first.sign(&me);
     let (status, _) = post_raw(&ex.url, "/v1/bids", &env).await;
     assert_eq!(status, 200, "a proper bid");
-    let again =
-        Message { op: Operation::Bid { article, side: Side::Buy, price: Sat(501) }, ..first };
+    let again = Message {
+        op: Operation::Bid { article, side: Side::Buy, price: Sat(501), exclude: vec![] },
+        ..first
+    };
     let (status, _) = post_raw(&ex.url, "/v1/bids", &again.sign(&me)).await;
     assert_eq!(status, 409, "same nonce, another message");
 
@@ -348,61 +350,30 @@ async fn forged_and_replayed_messages_are_refused() -> anyhow::Result<()> {
         assert!(!body.windows(16).any(|w| enc.windows(16).any(|e| e == w)), "no result bytes");
     }
 
-    // A receipt by anyone but the buyer, or over other bytes, is refused.
-    let text = receipt_text(&xid, &tx, &enc_hash);
-    let by_mallory = ReceiptBody { receipt: mallory.sign_message(&text) };
-    assert_eq!(
-        http.post(format!("{base}/receipt"))
-            .header(TRANSFER_AUTH_HEADER, &auth)
-            .json(&by_mallory)
-            .send()
-            .await?
-            .status()
-            .as_u16(),
-        403
+    // The seller committed before it served: the key is in no public view; a receipt by
+    // anyone but the buyer, or for other bytes, is refused; the buyer's gets the key.
+    let v = client.tx(&tx).await?;
+    assert_eq!((v.phase, v.enc_result_hash), (Phase::Committed, Some(enc_hash)));
+    let public = reqwest::get(format!("{}/v1/tx/{tx}", ex.url)).await?.text().await?;
+    assert!(!public.contains("result_key"), "{public}");
+    let e = client.receipt(&mallory, &tx, enc_hash).await.unwrap_err();
+    assert_eq!(e.code(), Some("not_party"));
+    let e = client.receipt(&me, &tx, Hash32::of(b"x")).await.unwrap_err();
+    assert_eq!(e.code(), Some("bad_receipt"));
+    let e = client.result_key(&mallory, &tx).await.unwrap_err();
+    assert_eq!(e.code(), Some("not_party"));
+    let receipt = client.sign(
+        &me,
+        Operation::Tx { tx: tx.clone(), action: TxAction::Receipt { enc_result_hash: enc_hash } },
     );
-    let other_bytes =
-        ReceiptBody { receipt: me.sign_message(&receipt_text(&xid, &tx, &Hash32::of(b"x"))) };
-    assert_eq!(
-        http.post(format!("{base}/receipt"))
-            .header(TRANSFER_AUTH_HEADER, &auth)
-            .json(&other_bytes)
-            .send()
-            .await?
-            .status()
-            .as_u16(),
-        403
-    );
-    let good = ReceiptBody { receipt: me.sign_message(&text) };
-    let a1: ReceiptAnswer = http
-        .post(format!("{base}/receipt"))
-        .header(TRANSFER_AUTH_HEADER, &auth)
-        .json(&good)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    // Replaying the receipt posts nothing new.
-    let a2: ReceiptAnswer = http
-        .post(format!("{base}/receipt"))
-        .header(TRANSFER_AUTH_HEADER, &auth)
-        .json(&good)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    assert_eq!(a1.tx_version, a2.tx_version);
-
-    let mut v = client.tx(&tx).await?;
-    while v.phase < Phase::Unverified {
-        v = client.wait_tx(&tx, v.version, Duration::from_secs(30)).await?;
-    }
-    assert_eq!(v.enc_result_hash, Some(enc_hash));
-    let key: Hash32 = v.result_key.clone().unwrap().parse()?;
-    let plain = bitwrk_host::crypto::open(&key.0, &tx, &enc)?;
-    let outputs = decode_result(&plain)?;
+    let a1: bitwrk_protocol::api::ReceiptAnswer =
+        client.post_envelope(&format!("/v1/tx/{tx}"), &receipt).await?;
+    // Resending the receipt changes nothing and gets the same answer.
+    let a2: bitwrk_protocol::api::ReceiptAnswer =
+        client.post_envelope(&format!("/v1/tx/{tx}"), &receipt).await?;
+    assert_eq!(a1, a2);
+    assert_eq!(client.result_key(&me, &tx).await?.result_key, a1.result_key);
+    let outputs = bitwrk_protocol::work::check_result(&wordcount, &a1.result_key.0, &tx, enc)?;
     let counts: serde_json::Value = serde_json::from_slice(&outputs[0].1)?;
     assert_eq!(counts["counts"]["two"], 2);
     // Mallory cannot accept for the buyer; the buyer can, once.
