@@ -74,9 +74,14 @@ async function loadAccount() {
     $("available").textContent = sat(acc.available_sat);
     $("available").dataset.sat = acc.available_sat;
     $("blocked").textContent = sat(acc.blocked_sat);
+    $("record").textContent =
+      `bought ${acc.trades_bought}, sold ${acc.trades_sold}; ` +
+      `disputes won ${acc.disputes_won}, lost ${acc.disputes_lost}; ` +
+      `faults as seller ${acc.seller_faults}; lapsed ${acc.lapsed}`;
   } catch (e) {
     $("available").textContent = "?";
     $("blocked").textContent = "?";
+    $("record").textContent = "?";
     $("available").title = e.message;
   }
 }

@@ -385,6 +385,10 @@ async fn ui_permits_forbids_and_makes_mandates_in_chromium() -> anyhow::Result<(
     assert_eq!(page.text("#address").await?, key.address().to_string());
     assert_eq!(page.text("#available").await?, "100,000,000 sat");
     assert_eq!(page.text("#blocked").await?, "0 sat");
+    assert_eq!(
+        page.text("#record").await?,
+        "bought 0, sold 0; disputes won 0, lost 0; faults as seller 0; lapsed 0"
+    );
 
     // 1. A buy waits; the user clicks Permit; request_permission returns Ok.
     let s = state.clone();
