@@ -439,7 +439,14 @@ impl Core {
                 Command::Bid { bid_id, tx_id, .. },
                 Operation::Bid { article, side, price, exclude },
             ) => Applied {
-                answer: self.place_bid(signer, bid_id, tx_id, *article, *side, *price, exclude)?,
+                answer: self.place_bid(
+                    signer,
+                    (bid_id, tx_id),
+                    *article,
+                    *side,
+                    *price,
+                    exclude,
+                )?,
                 changed_state: true,
             },
             (Command::Cancel { bid, .. }, Operation::Cancel { .. }) => {
@@ -469,11 +476,11 @@ impl Core {
         self.version
     }
 
+    /// Place a bid under the ids the shell drew: (the bid's, its transaction's if it matches).
     fn place_bid(
         &mut self,
         owner: &Address,
-        bid_id: &Id,
-        tx_id: &Id,
+        (bid_id, tx_id): (&Id, &Id),
         article: Hash32,
         side: Side,
         price: Sat,

@@ -822,8 +822,16 @@ impl Model {
                 (ResultDisputed, d.result_disputed_s)
             }
             (7, Transmitting | Working) => (WorkDisputed, 0),
-            (10, ResultDisputed) => return Ok(self.settle(i, Settlement::DisputeBuyerFault)),
-            (11, ResultDisputed) => return Ok(self.settle(i, Settlement::DisputeSellerFault)),
+            (10 | 11, ResultDisputed) => {
+                let fault = kind == 11;
+                let how = if fault {
+                    Settlement::DisputeSellerFault
+                } else {
+                    Settlement::DisputeBuyerFault
+                };
+                self.settle(i, how);
+                return Ok(());
+            }
             _ => return Err("wrong_phase"),
         };
         self.txs[i].phase = next;

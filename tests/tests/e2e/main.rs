@@ -2,6 +2,6 @@
 //! exchange and host binaries), the real example articles (`cargo build-articles`).
 
 mod harness;
-mod hostile;
+mod peers;
 mod market;
 mod ui;
