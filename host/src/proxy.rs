@@ -54,7 +54,7 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 fn buy_error(e: BuyError) -> Response {
     let status = match &e {
         BuyError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        BuyError::Forbidden(_) => StatusCode::FORBIDDEN,
+        BuyError::Forbidden(_) | BuyError::PermissionRequired(_) => StatusCode::FORBIDDEN,
         BuyError::WorkRejected(..) => StatusCode::UNPROCESSABLE_ENTITY,
         BuyError::NoSeller => StatusCode::SERVICE_UNAVAILABLE,
         BuyError::Exchange(_) | BuyError::GaveUp { .. } => StatusCode::BAD_GATEWAY,
@@ -97,18 +97,42 @@ impl Proxy {
     }
 }
 
+/// The query is taken as text and parsed here, so a bad one gets a JSON answer.
 #[derive(serde::Deserialize)]
 struct BuyQuery {
-    price: Option<u64>,
+    price: Option<String>,
+}
+
+/// `price` as a whole number of sat, at least 1 (the exchange refuses a bid at 0): a bad
+/// price is refused here, before the user is asked to permit it or the exchange is asked.
+#[allow(clippy::result_large_err)] // an axum answer, built once per bad request
+fn parse_price(text: &str) -> Result<Sat, Response> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err(error(StatusCode::BAD_REQUEST, "bad_request", "price must be at least 1 sat")),
+        Ok(p) => Ok(Sat(p)),
+        Err(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("price must be a whole number of sat, not {text:?}"),
+        )),
+    }
 }
 
 async fn buy_handler(
     State(proxy): State<Arc<Proxy>>,
     Path(article): Path<String>,
-    Query(q): Query<BuyQuery>,
+    q: Result<Query<BuyQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     req: Request,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let mut price = match q.price.as_deref().map(parse_price).transpose() {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let Ok(_permit) = proxy.buys.acquire().await else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "busy", "shutting down");
     };
@@ -117,7 +141,6 @@ async fn buy_handler(
         Err(e) => return error(StatusCode::NOT_FOUND, "unknown_article", format!("{e:#}")),
     };
     let m = &entry.manifest;
-    let mut price = q.price.map(Sat);
     let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
     let is_multipart = headers
         .get(header::CONTENT_TYPE)
@@ -140,15 +163,9 @@ async fn buy_handler(
                 Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
             };
             if name == "price" {
-                match std::str::from_utf8(&data).ok().and_then(|s| s.trim().parse::<u64>().ok()) {
-                    Some(p) => price = Some(Sat(p)),
-                    None => {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            "bad_request",
-                            "price must be a whole number of sat",
-                        );
-                    }
+                match parse_price(&String::from_utf8_lossy(&data)) {
+                    Ok(p) => price = Some(p),
+                    Err(r) => return r,
                 }
                 continue;
             }

@@ -211,6 +211,11 @@ pub struct HostState {
     pub exchange: ExchangeClient,
     mandates_path: PathBuf,
     permission_wait_ms: AtomicU64,
+    /// How long a buy waits for the user before it answers `permission_required`.
+    buy_permission_wait_ms: AtomicU64,
+    /// The admin UI's address, once the internal port is bound: named in every request
+    /// for permission, so the user knows where to give it.
+    ui_url: Mutex<Option<String>>,
     inner: Mutex<Inner>,
     events: broadcast::Sender<UiEvent>,
 }
@@ -251,6 +256,10 @@ impl HostState {
             exchange,
             mandates_path,
             permission_wait_ms: AtomicU64::new(PERMISSION_WAIT_DEFAULT.as_millis() as u64),
+            buy_permission_wait_ms: AtomicU64::new(
+                crate::limits::BUY_PERMISSION_WAIT.as_millis() as u64,
+            ),
+            ui_url: Mutex::new(None),
             inner: Mutex::new(Inner {
                 mandates,
                 pending: BTreeMap::new(),
@@ -267,6 +276,45 @@ impl HostState {
     /// (default [`PERMISSION_WAIT_DEFAULT`]).
     pub fn set_permission_wait(&self, wait: Duration) {
         self.permission_wait_ms.store(wait.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long a buy waits for the user's permission (default
+    /// [`BUY_PERMISSION_WAIT`](crate::limits::BUY_PERMISSION_WAIT)); never longer than the
+    /// permission wait itself.
+    pub fn set_buy_permission_wait(&self, wait: Duration) {
+        self.buy_permission_wait_ms.store(wait.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// See [`set_buy_permission_wait`](Self::set_buy_permission_wait).
+    pub fn buy_permission_wait(&self) -> Duration {
+        Duration::from_millis(self.buy_permission_wait_ms.load(Ordering::Relaxed))
+    }
+
+    /// Where the admin UI is (`http://127.0.0.1:8081/`), for the permission hints.
+    pub fn set_ui_url(&self, url: String) {
+        *self.ui_url.lock().unwrap_or_else(|p| p.into_inner()) = Some(url);
+    }
+
+    /// What to do about a request waiting for permission, in words: where to permit it
+    /// and the `--mandate` flag that would have covered it (article by name).
+    pub fn permission_hint(&self, req: &ActivityRequest) -> String {
+        let ui = self
+            .ui_url
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| "the admin UI".to_string());
+        let limit = match req.side {
+            Side::Buy => "at most",
+            Side::Sell => "at least",
+        };
+        format!(
+            "{side}ing {name} for {limit} {price} sat needs your permission: permit it at {ui} \
+             or start the host with --mandate {side}:{name}:{price}",
+            side = req.side,
+            name = req.article_name,
+            price = req.price.0,
+        )
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -314,6 +362,16 @@ impl HostState {
     /// default) runs out, which counts as forbidden (`Forbidden::TimedOut`). Dropping the
     /// future withdraws the activity.
     pub async fn request_permission(&self, req: ActivityRequest) -> Result<(), Forbidden> {
+        self.request_permission_within(req, None).await
+    }
+
+    /// [`request_permission`](Self::request_permission), waiting for the user at most
+    /// `cap` (when given) instead of the whole permission wait.
+    pub async fn request_permission_within(
+        &self,
+        req: ActivityRequest,
+        cap: Option<Duration>,
+    ) -> Result<(), Forbidden> {
         let now = now_ms();
         let cov = Coverage { article: req.article, side: req.side, price_sat: req.price };
         let rx = {
@@ -354,7 +412,13 @@ impl HostState {
                 return Err(Forbidden::TooManyPending);
             }
             let (tx, rx) = oneshot::channel();
-            tracing::info!(activity = id, side = %act.side, price = act.price_sat.0, article = %act.article, "waiting for permission");
+            let hint = self.permission_hint(&ActivityRequest {
+                article: act.article,
+                article_name: act.article_name.clone(),
+                side: act.side,
+                price: act.price_sat,
+            });
+            tracing::warn!(activity = id, side = %act.side, price = act.price_sat.0, article = %act.article, "waiting for permission: {hint}");
             self.emit(UiEvent::Activity { activity: act.clone() });
             inner.pending.insert(id, (act, tx));
             (id, rx)
@@ -362,6 +426,7 @@ impl HostState {
         let (id, mut rx) = rx;
         let mut guard = Withdraw { state: self, id, armed: true };
         let wait_ms = self.permission_wait_ms.load(Ordering::Relaxed);
+        let wait_ms = cap.map_or(wait_ms, |c| wait_ms.min(c.as_millis() as u64));
         let res = match tokio::time::timeout(Duration::from_millis(wait_ms), &mut rx).await {
             Ok(Ok(decision)) => decision,
             // The sender is only dropped after sending; treat the impossible as forbidden.

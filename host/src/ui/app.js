@@ -180,7 +180,12 @@ function renderTrades() {
 // ---------- workers ----------
 function renderWorkers() {
   const rows = [...state.workers.values()].sort((a, b) => a.slot - b.slot);
+  // A sell bid waiting for the user's permission: say so, rather than "not selling".
+  const asking = [...state.activities.values()].filter((a) => a.side === "sell" && a.state === "pending");
   $("no-workers").classList.toggle("hidden", rows.length > 0);
+  $("no-workers").textContent = asking.length > 0
+    ? "Waiting for your permission to sell " + [...new Set(asking.map((a) => a.article_name))].join(", ") + ": permit it under Activities above."
+    : "This host is not selling.";
   $("workers").replaceChildren(...rows.map((w) =>
     el("tr", { dataset: { slot: w.slot, busy: String(w.busy) } },
       el("td", { class: "id" }, w.slot),
@@ -301,7 +306,7 @@ function connect() {
   const es = new EventSource("/api/events");
   const on = (kind, fn) => es.addEventListener(kind, (ev) => fn(JSON.parse(ev.data)));
   on("snapshot", (s) => { applySnapshot(s); live.textContent = "live"; live.className = "live on"; });
-  on("activity", (e) => { state.activities.set(e.activity.id, e.activity); renderActivities(); });
+  on("activity", (e) => { state.activities.set(e.activity.id, e.activity); renderActivities(); renderWorkers(); });
   on("trade", (e) => {
     const known = state.trades.has(e.trade.key);
     state.trades.set(e.trade.key, e.trade);

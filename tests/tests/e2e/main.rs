@@ -3,4 +3,5 @@
 
 mod harness;
 mod market;
+mod permission;
 mod ui;

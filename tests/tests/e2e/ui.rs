@@ -21,7 +21,7 @@ use crate::harness;
 const BROWSER_WAIT: Duration = Duration::from_secs(60);
 
 /// A minimal Chrome DevTools Protocol client over one page's websocket.
-mod cdp {
+pub(crate) mod cdp {
     use std::collections::HashMap;
     use std::path::{Path, PathBuf};
     use std::process::Stdio;
