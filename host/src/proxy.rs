@@ -81,6 +81,7 @@ impl Proxy {
             .route("/buy/{article}", post(buy_handler))
             .route("/file/{sha256}", get(file_handler))
             .layer(DefaultBodyLimit::max(BUY_BODY_BYTES_MAX))
+            .layer(axum::middleware::from_fn(crate::guard::local_only))
             .with_state(self.clone())
     }
 
@@ -270,5 +271,12 @@ async fn file_handler(State(proxy): State<Arc<Proxy>>, Path(sha256): Path<String
         .get(&h)
         .cloned()
         .unwrap_or_else(|| "application/octet-stream".into());
-    ([(header::CONTENT_TYPE, media_type)], data).into_response()
+    // Never active content on the admin origin: a safe type or a sandboxed download.
+    // `insert`, not `extend`: the body's default Content-Type is replaced, not added to.
+    let mut resp = data.into_response();
+    let h = resp.headers_mut();
+    for (name, value) in crate::guard::file_headers(&media_type) {
+        h.insert(name, value);
+    }
+    resp
 }

@@ -50,8 +50,18 @@ function showError(msg) {
   box.classList.toggle("hidden", !msg);
 }
 
+// The token state-changing calls carry (the host refuses browser POSTs without it).
+let sessionToken = null;
 async function api(method, path, body) {
   const opts = { method, headers: {} };
+  if (method !== "GET") {
+    if (sessionToken === null) {
+      const s = await fetch("/api/session");
+      if (!s.ok) throw new Error("no UI session: " + s.status);
+      sessionToken = (await s.json()).token;
+    }
+    opts.headers["X-Bitwrk-Token"] = sessionToken;
+  }
   if (body !== undefined) {
     opts.headers["Content-Type"] = "application/json";
     opts.body = JSON.stringify(body);

@@ -2,6 +2,7 @@
 //! exchange and host binaries), the real example articles (`cargo build-articles`).
 
 mod harness;
+mod hostile;
 mod market;
 mod permission;
 mod ui;

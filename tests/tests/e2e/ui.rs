@@ -515,7 +515,8 @@ async fn ui_permits_forbids_and_makes_mandates_in_chromium() -> anyhow::Result<(
     Ok(())
 }
 
-/// State-changing requests from foreign pages and rebinding host names are refused.
+/// State-changing requests from foreign pages and rebinding host names are refused; the
+/// UI's own page needs its token; scripts without browser headers keep working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_refuses_foreign_origins_and_hosts() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -523,21 +524,47 @@ async fn api_refuses_foreign_origins_and_hosts() -> anyhow::Result<()> {
     let ui = serve_ui(state.clone()).await?;
     let http = reqwest::Client::new();
     let spec = serde_json::json!({"side": "buy", "article": null, "price_sat": 5});
-    let post = |origin: Option<&str>| {
+    let post = |origin: Option<&str>, token: Option<&str>| {
         let mut r = http.post(format!("{ui}/api/mandates")).json(&spec);
         if let Some(o) = origin {
             r = r.header("origin", o);
         }
+        if let Some(t) = token {
+            r = r.header(bitwrk_host::guard::TOKEN_HEADER, t);
+        }
         r.send()
     };
-    assert_eq!(post(Some("http://evil.example")).await?.status(), 403);
-    assert_eq!(post(Some("null")).await?.status(), 403);
+    let refused = async |r: reqwest::Response, code: &str| -> anyhow::Result<()> {
+        assert_eq!(r.status(), 403);
+        let body: serde_json::Value = r.json().await?;
+        assert_eq!(body["error"], code, "{body}");
+        Ok(())
+    };
+    let session: serde_json::Value =
+        http.get(format!("{ui}/api/session")).send().await?.error_for_status()?.json().await?;
+    let token = session["token"].as_str().context("a token")?.to_string();
+    assert_eq!(token.len(), 32, "128 bits in hex: {token}");
+    refused(post(Some("http://evil.example"), None).await?, "forbidden_origin").await?;
+    refused(post(Some("http://evil.example"), Some(&token)).await?, "forbidden_origin").await?;
+    refused(post(Some("null"), None).await?, "forbidden_origin").await?;
+    // Another port of this machine is another origin.
+    refused(post(Some("http://127.0.0.1:1"), Some(&token)).await?, "forbidden_origin").await?;
+    let cross = http
+        .post(format!("{ui}/api/mandates"))
+        .header("sec-fetch-site", "cross-site")
+        .json(&spec)
+        .send()
+        .await?;
+    refused(cross, "forbidden_origin").await?;
+    // The UI's own origin, but without (or with a wrong) token: refused.
+    refused(post(Some(&ui), None).await?, "forbidden_token").await?;
+    refused(post(Some(&ui), Some("00".repeat(16).as_str())).await?, "forbidden_token").await?;
     assert!(state.mandates().is_empty());
     let rebound =
         http.get(format!("{ui}/api/mandates")).header("host", "evil.example:8081").send().await?;
-    assert_eq!(rebound.status(), 403);
-    assert_eq!(post(Some(&ui)).await?.status(), 201);
-    assert_eq!(post(None).await?.status(), 201, "scripts without Origin may");
+    refused(rebound, "forbidden_host").await?;
+    assert_eq!(post(Some(&ui), Some(&token)).await?.status(), 201);
+    assert_eq!(post(None, None).await?.status(), 201, "scripts without Origin may");
     assert_eq!(state.mandates().len(), 2);
     // Bad input gets a clear 400 and changes nothing.
     let bad = http.post(format!("{ui}/api/mandates")).body("{\"side\":\"hold\"}").send().await?;
