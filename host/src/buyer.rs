@@ -352,16 +352,14 @@ impl Attempt<'_> {
             price,
         };
         let hint = node.gate.permission_hint(&req);
-        node.gate.request_buy_permission(req).await.map_err(
-            |e| {
-                AttemptError::Final(match e {
-                    Forbidden::TimedOut(s) => BuyError::PermissionRequired(format!(
-                        "nobody permitted it within {s} s. {hint}; then send the request again"
-                    )),
-                    e => BuyError::Forbidden(e.to_string()),
-                })
-            },
-        )?;
+        node.gate.request_buy_permission(req).await.map_err(|e| {
+            AttemptError::Final(match e {
+                Forbidden::TimedOut(s) => BuyError::PermissionRequired(format!(
+                    "nobody permitted it within {s} s. {hint}; then send the request again"
+                )),
+                e => BuyError::Forbidden(e.to_string()),
+            })
+        })?;
         let exch =
             |e: &dyn std::fmt::Display| AttemptError::Final(BuyError::Exchange(e.to_string()));
         let mut bid =

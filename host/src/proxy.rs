@@ -18,13 +18,16 @@ use tokio::sync::Semaphore;
 use crate::buyer::{BuyError, BuyRequest, buy};
 use crate::limits::{BUY_BODY_BYTES_MAX, BUY_CONCURRENT_MAX};
 use crate::node::Node;
+use crate::state::{REQUESTER, Requester};
 
 /// Media types of recent outputs, so `/file/{sha256}` answers with the right one.
 const MEDIA_TYPES_MAX: usize = 4096;
 
 pub struct Proxy {
     node: Arc<Node>,
-    buys: Semaphore,
+    /// Buys being served (reading inputs, trading); a buy waiting for permission gives its
+    /// slot back (see [`crate::state::Requester`]).
+    buys: Arc<Semaphore>,
     media_types: Mutex<(HashMap<Hash32, String>, VecDeque<Hash32>)>,
 }
 
@@ -71,7 +74,7 @@ impl Proxy {
     pub fn new(node: Arc<Node>) -> Arc<Proxy> {
         Arc::new(Proxy {
             node,
-            buys: Semaphore::new(BUY_CONCURRENT_MAX),
+            buys: Arc::new(Semaphore::new(BUY_CONCURRENT_MAX)),
             media_types: Mutex::new((HashMap::new(), VecDeque::new())),
         })
     }
@@ -134,7 +137,7 @@ async fn buy_handler(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let Ok(_permit) = proxy.buys.acquire().await else {
+    let Ok(slot) = proxy.buys.clone().acquire_owned().await else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "busy", "shutting down");
     };
     let entry = match proxy.node.resolve_article(&article).await {
@@ -196,11 +199,24 @@ async fn buy_handler(
         };
         inputs.push((m.inputs[0].name.clone(), body.to_vec()));
     }
-    let out =
-        match buy(&proxy.node, BuyRequest { article: entry.clone(), inputs, price }, None).await {
-            Ok(o) => o,
-            Err(e) => return buy_error(e),
-        };
+    // Parked requests are counted per origin: a web origin (only this host's own page gets
+    // past the guard) or this machine's programs.
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("programs without an Origin")
+        .to_string();
+    let requester = Requester::new(origin, Some(slot));
+    let bought = REQUESTER
+        .scope(
+            requester,
+            buy(&proxy.node, BuyRequest { article: entry.clone(), inputs, price }, None),
+        )
+        .await;
+    let out = match bought {
+        Ok(o) => o,
+        Err(e) => return buy_error(e),
+    };
     for o in &out.outputs {
         proxy.remember(o.hash, &o.media_type);
     }

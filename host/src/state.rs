@@ -26,6 +26,11 @@ pub const ACTIVITIES_DONE_MAX: usize = 200;
 /// Activities waiting for the user at once: beyond this new requests are refused at
 /// once rather than piling up waiting tasks no one will ever look at.
 pub const PENDING_MAX: usize = 256;
+/// Requests from one origin waiting for permission at once (a proxy buy's origin: its web
+/// origin, or this machine's programs when it has no `Origin`). A flood of uncovered buys
+/// from one origin is refused beyond this at once and leaves the rest of [`PENDING_MAX`]
+/// to others; parked buys give back their proxy slot (see [`Requester`]).
+pub const PARKED_PER_ORIGIN_MAX: usize = 16;
 /// Worker slots shown (a host runs a handful; this only guards against a runaway caller).
 pub const WORKERS_MAX: usize = 1024;
 /// How long a request waits for the user's decision before it counts as forbidden. A bid
@@ -55,6 +60,32 @@ pub enum Forbidden {
     TimedOut(u64),
     #[error("{PENDING_MAX} activities are already waiting for permission")]
     TooManyPending,
+    #[error("{PARKED_PER_ORIGIN_MAX} requests from {0} are already waiting for permission")]
+    TooManyFromOrigin(String),
+}
+
+/// Who asks, for a request that may wait for the user (a proxy buy): set with
+/// [`REQUESTER`] around the buy. A request that has to wait counts against its origin's
+/// [`PARKED_PER_ORIGIN_MAX`] and gives back the slot it holds, so buys waiting for a click
+/// never hold up the ones a mandate covers.
+pub struct Requester {
+    pub origin: String,
+    slot: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+}
+
+impl Requester {
+    pub fn new(origin: String, slot: Option<tokio::sync::OwnedSemaphorePermit>) -> Arc<Requester> {
+        Arc::new(Requester { origin, slot: Mutex::new(slot) })
+    }
+
+    fn release_slot(&self) {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+tokio::task_local! {
+    /// The requester of the permission requests made inside this scope.
+    pub static REQUESTER: Arc<Requester>;
 }
 
 /// Where an activity stands.
@@ -198,6 +229,8 @@ struct Trades {
 struct Inner {
     mandates: MandateBook,
     pending: BTreeMap<u64, (Activity, oneshot::Sender<Result<(), Forbidden>>)>,
+    /// The origin of pending activities made under a [`REQUESTER`] (pruned when one parks).
+    parked_origins: HashMap<u64, String>,
     /// Decided activities, oldest first.
     done: VecDeque<Activity>,
     next_activity: u64,
@@ -257,12 +290,13 @@ impl HostState {
             mandates_path,
             permission_wait_ms: AtomicU64::new(PERMISSION_WAIT_DEFAULT.as_millis() as u64),
             buy_permission_wait_ms: AtomicU64::new(
-                crate::limits::BUY_PERMISSION_WAIT.as_millis() as u64,
+                crate::limits::BUY_PERMISSION_WAIT.as_millis() as u64
             ),
             ui_url: Mutex::new(None),
             inner: Mutex::new(Inner {
                 mandates,
                 pending: BTreeMap::new(),
+                parked_origins: HashMap::new(),
                 done: VecDeque::new(),
                 next_activity: 1,
                 trades: Trades::default(),
@@ -410,6 +444,20 @@ impl HostState {
                 tracing::warn!(activity = id, "too many pending activities; refused");
                 self.finish_activity(&mut inner, act);
                 return Err(Forbidden::TooManyPending);
+            }
+            if let Ok(requester) = REQUESTER.try_with(Arc::clone) {
+                let Inner { pending, parked_origins, .. } = &mut *inner;
+                parked_origins.retain(|id, _| pending.contains_key(id));
+                let parked = parked_origins.values().filter(|o| **o == requester.origin).count();
+                if parked >= PARKED_PER_ORIGIN_MAX {
+                    act.state = ActivityState::Forbidden;
+                    act.decided_ms = Some(now);
+                    tracing::warn!(activity = id, origin = %requester.origin, "too many requests from one origin waiting; refused");
+                    self.finish_activity(&mut inner, act);
+                    return Err(Forbidden::TooManyFromOrigin(requester.origin.clone()));
+                }
+                parked_origins.insert(id, requester.origin.clone());
+                requester.release_slot();
             }
             let (tx, rx) = oneshot::channel();
             let hint = self.permission_hint(&ActivityRequest {

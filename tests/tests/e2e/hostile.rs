@@ -5,13 +5,11 @@
 //! host's state is checked afterwards: no mandate made, no trade. Programs without a
 //! browser (curl, scripts, the Blender add-on) keep buying and fetching results.
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
 use axum::response::Html;
 use bitwrk_protocol::{Hash32, Manifest, PrivateKey};
 use serde_json::{Value, json};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 
 use crate::harness;
 use crate::ui::cdp;
@@ -23,8 +21,8 @@ const FRAME_WAIT_MS: u64 = 5000;
 /// The attacker's article: the runtime's echo test guest, its output declared `text/html`.
 fn html_article() -> anyhow::Result<(Manifest, Vec<u8>)> {
     let path = bitwrk_host::local_articles::wasm_dir().join("hostile_echo.wasm");
-    let module =
-        std::fs::read(&path).with_context(|| format!("{} (cargo build-articles)", path.display()))?;
+    let module = std::fs::read(&path)
+        .with_context(|| format!("{} (cargo build-articles)", path.display()))?;
     let text = format!(
         "name = \"page\"\nversion = \"1.0.0\"\nruntime = \"wasm\"\nmodule_sha256 = \"{}\"\n\
          [[inputs]]\nname = \"text\"\nmedia_type = \"text/plain\"\nmax_bytes = 65536\n\
@@ -102,14 +100,22 @@ async fn hostile_server(page: String) -> anyhow::Result<(String, mpsc::Receiver<
         .context("binding 127.0.0.2 (a second loopback address)")?;
     let url = format!("http://{}", listener.local_addr()?);
     let (tx, rx) = mpsc::channel(4);
-    let tx = Arc::new(Mutex::new(tx));
     let app = axum::Router::new()
-        .route("/", axum::routing::get(move || async move { Html(page) }))
+        .route(
+            "/",
+            axum::routing::get(move || {
+                let page = page.clone();
+                async move { Html(page) }
+            }),
+        )
         .route(
             "/report",
-            axum::routing::post(move |body: String| async move {
-                let v = serde_json::from_str(&body).unwrap_or(Value::String(body));
-                let _ = tx.lock().await.send(v).await;
+            axum::routing::post(move |body: String| {
+                let tx = tx.clone();
+                async move {
+                    let v = serde_json::from_str(&body).unwrap_or(Value::String(body));
+                    let _ = tx.send(v).await;
+                }
             }),
         );
     tokio::spawn(async move {
@@ -184,7 +190,11 @@ async fn a_hostile_page_cannot_buy_mandate_or_run_script_on_the_host() -> anyhow
     assert_eq!(h("content-type"), "application/octet-stream");
     assert_eq!(h("content-disposition"), "attachment");
     assert_eq!(h("x-content-type-options"), "nosniff");
-    assert!(h("content-security-policy").starts_with("sandbox"), "{}", h("content-security-policy"));
+    assert!(
+        h("content-security-policy").starts_with("sandbox"),
+        "{}",
+        h("content-security-policy")
+    );
     assert_eq!(got.bytes().await?.as_ref(), PAYLOAD.as_bytes(), "curl still gets the bytes");
 
     // Without a browser: foreign Host (DNS rebinding), Origin and Sec-Fetch-Site are

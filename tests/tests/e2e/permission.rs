@@ -260,7 +260,12 @@ async fn an_uncovered_buy_answers_permission_required_in_time() -> anyhow::Resul
         "buyer",
         &dir.path().join("buyer"),
         &ex.url,
-        &["--mandate", "buy:wordcount:10:trades=5", "--buy-permission-wait-ms", &WAIT_MS.to_string()],
+        &[
+            "--mandate",
+            "buy:wordcount:10:trades=5",
+            "--buy-permission-wait-ms",
+            &WAIT_MS.to_string(),
+        ],
     )?;
     let http = reqwest::Client::new();
     let post = |path: String| {
@@ -301,6 +306,67 @@ async fn an_uncovered_buy_answers_permission_required_in_time() -> anyhow::Resul
     let all = get_json(&format!("{}/api/activities", buyer.int_url)).await?;
     assert_eq!(all.as_array().map(Vec::len), Some(1), "no activity for a bad price: {all}");
     let mandates = get_json(&format!("{}/api/mandates", buyer.int_url)).await?;
-    assert_eq!((mandates[0]["trades_left"].as_u64(), mandates[0]["used"].as_u64()), (Some(5), Some(0)));
+    assert_eq!(
+        (mandates[0]["trades_left"].as_u64(), mandates[0]["used"].as_u64()),
+        (Some(5), Some(0))
+    );
+    Ok(())
+}
+
+/// Buys waiting for permission are capped per origin and give back their proxy slot: a
+/// flood of uncovered buys (more than the proxy serves at once) does not hold up a buy
+/// that a mandate covers, and the requests beyond the cap are refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_buys_do_not_hold_up_covered_ones() -> anyhow::Result<()> {
+    use bitwrk_host::limits::BUY_CONCURRENT_MAX;
+    use bitwrk_host::state::PARKED_PER_ORIGIN_MAX;
+    let flood = BUY_CONCURRENT_MAX + PARKED_PER_ORIGIN_MAX;
+    let dir = tempfile::tempdir()?;
+    let ex = harness::exchange(&dir.path().join("exchange"), &[])?;
+    harness::publish(&ex.url, &["wordcount"]).await?;
+    let _seller = harness::seller("seller", &dir.path().join("s"), &ex.url, &["wordcount:100"], 1)?;
+    let buyer = harness::host(
+        "buyer",
+        &dir.path().join("buyer"),
+        &ex.url,
+        &["--mandate", "buy:wordcount:1000"],
+    )?;
+
+    // Above the mandate's price: each of these waits for a click nobody gives.
+    let (done_tx, mut done) = tokio::sync::mpsc::channel(flood);
+    let http = reqwest::Client::new();
+    for _ in 0..flood {
+        let (http, url, done_tx) = (http.clone(), buyer.int_url.clone(), done_tx.clone());
+        tokio::spawn(async move {
+            let r = http
+                .post(format!("{url}/buy/wordcount?price=5000"))
+                .header("content-type", "text/plain")
+                .body(WORDS.to_vec())
+                .send()
+                .await;
+            let answer = match r {
+                Ok(r) => (r.status().as_u16(), r.json::<Value>().await.unwrap_or_default()),
+                Err(e) => (0, Value::String(e.to_string())),
+            };
+            let _ = done_tx.send(answer).await;
+        });
+    }
+    // All but the cap are refused at once, saying why.
+    for _ in 0..flood - PARKED_PER_ORIGIN_MAX {
+        let (status, body) = tokio::time::timeout(harness::EVENT_TIMEOUT, done.recv())
+            .await
+            .context("a refusal")?
+            .context("channel")?;
+        assert_eq!(status, 403, "{body}");
+        assert!(body["message"].as_str().is_some_and(|m| m.contains("already waiting")), "{body}");
+    }
+    let parked = activities(&buyer, "buy", "pending").await?;
+    assert_eq!(parked.len(), PARKED_PER_ORIGIN_MAX);
+
+    // The user's own covered buy goes through while they wait.
+    let got = buy(&buyer.int_url, "wordcount", vec![("data", WORDS.to_vec())], None).await?;
+    assert_counts(&got, &buyer);
+    assert_eq!(activities(&buyer, "buy", "pending").await?.len(), PARKED_PER_ORIGIN_MAX);
+    assert!(done.try_recv().is_err(), "the parked ones still wait");
     Ok(())
 }
