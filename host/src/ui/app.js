@@ -52,7 +52,7 @@ function showError(msg) {
 
 // The token state-changing calls carry (the host refuses browser POSTs without it).
 let sessionToken = null;
-async function api(method, path, body) {
+async function api(method, path, body, retried = false) {
   const opts = { method, headers: {} };
   if (method !== "GET") {
     if (sessionToken === null) {
@@ -69,7 +69,13 @@ async function api(method, path, body) {
   const r = await fetch(path, opts);
   if (!r.ok) {
     let msg = r.status + " " + r.statusText;
-    try { const j = await r.json(); msg = j.message || msg; } catch (_) { /* not JSON */ }
+    let code = null;
+    try { const j = await r.json(); msg = j.message || msg; code = j.error; } catch (_) { /* not JSON */ }
+    // A restarted host has a new token: fetch it again, once.
+    if (code === "forbidden_token" && !retried) {
+      sessionToken = null;
+      return api(method, path, body, true);
+    }
     throw new Error(msg);
   }
   return r.status === 204 ? null : r.json();

@@ -716,3 +716,54 @@ async fn events_start_with_a_snapshot_and_changes_follow_it() -> anyhow::Result<
     assert_eq!(waiting.await?, Ok(()));
     Ok(())
 }
+
+/// A host restarted under an open UI page has a new token: the page's next change is
+/// refused once for the old token, fetches the new one and goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_follows_a_restarted_host_to_its_new_token() -> anyhow::Result<()> {
+    let Some(chromium) = cdp::find_chromium() else { return Ok(()) };
+    let dir = tempfile::tempdir()?;
+    let ex = harness::exchange(&dir.path().join("exchange"), &[])?;
+    let host_dir = dir.path().join("host");
+    let first = harness::host("host", &host_dir, &ex.url, &[])?;
+    let port = first.int_url.rsplit(':').next().context("int port")?.to_string();
+    let browser = cdp::Browser::launch(&chromium).await?;
+    let page = browser.page().await?;
+    page.navigate(&format!("{}/", first.int_url)).await?;
+    page.wait_for("#live.on").await?;
+    let add_mandate = async |price: &str| -> anyhow::Result<()> {
+        page.eval(&format!(
+            "document.querySelector('#mandate-form [name=price]').value = '{price}'"
+        ))
+        .await?;
+        page.click("#mandate-form button[type=submit]").await
+    };
+    add_mandate("111").await?;
+    page.wait_for("#mandates tr[data-mandate-id]").await?;
+
+    drop(first);
+    page.wait_for("#live.off").await?;
+    let args: Vec<String> = vec![
+        "--data-dir".into(),
+        host_dir.display().to_string(),
+        "run".into(),
+        "--exchange".into(),
+        ex.url.clone(),
+        "--int-port".into(),
+        port,
+    ];
+    let second = harness::host_with_args("host-again", &args)?;
+    page.wait_for("#live.on").await?;
+    add_mandate("222").await?;
+    page.wait_for("#mandates tr[data-mandate-id] + tr[data-mandate-id]").await?;
+    let mandates: serde_json::Value =
+        reqwest::get(format!("{}/api/mandates", second.int_url)).await?.json().await?;
+    let prices: Vec<u64> = mandates
+        .as_array()
+        .context("mandates")?
+        .iter()
+        .filter_map(|m| m["price_sat"].as_u64())
+        .collect();
+    assert_eq!(prices, vec![111, 222]);
+    Ok(())
+}
