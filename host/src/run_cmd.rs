@@ -65,8 +65,13 @@ pub struct RunArgs {
     )]
     pub mandates: Vec<MandateArg>,
     /// How long a bid not covered by a mandate waits for the user's decision in the admin
-    /// UI, in ms; then it lapses, and a seller asks again at once.
-    #[arg(long, env = "BITWRK_PERMISSION_WAIT_MS", default_value_t = crate::state::PERMISSION_WAIT_DEFAULT.as_millis() as u64)]
+    /// UI, in ms (at least 1000); then it lapses, and a seller asks again at once.
+    #[arg(
+        long,
+        env = "BITWRK_PERMISSION_WAIT_MS",
+        default_value_t = crate::state::PERMISSION_WAIT_DEFAULT.as_millis() as u64,
+        value_parser = clap::value_parser!(u64).range(crate::state::PERMISSION_WAIT_MIN_MS..)
+    )]
     pub permission_wait_ms: u64,
     /// How long a buy not covered by a mandate waits for the user's permission, in ms;
     /// then the proxy answers 403 `permission_required` (at most --permission-wait-ms).
@@ -370,4 +375,30 @@ pub fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
 /// `data_dir` for a named sub-host (demo, bench).
 pub fn sub_dir(base: &Path, name: &str) -> PathBuf {
     base.join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: super::RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<super::RunArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied())).map(|c| c.run)
+    }
+
+    #[test]
+    fn permission_waits_have_defaults_and_a_floor() {
+        let run = parse(&[]).expect("defaults");
+        assert_eq!(run.permission_wait_ms, 300_000);
+        assert_eq!(run.buy_permission_wait_ms, 60_000);
+        let run = parse(&["--permission-wait-ms", "1000", "--buy-permission-wait-ms", "0"])
+            .expect("the floor, and a buy that never waits");
+        assert_eq!((run.permission_wait_ms, run.buy_permission_wait_ms), (1000, 0));
+        assert!(parse(&["--permission-wait-ms", "999"]).is_err(), "a seller would spin");
+    }
 }

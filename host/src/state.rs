@@ -37,6 +37,9 @@ pub const WORKERS_MAX: usize = 1024;
 /// lives 120 s on the exchange once placed, but nothing is placed while we wait, so the
 /// user gets a generous five minutes to notice the UI.
 pub const PERMISSION_WAIT_DEFAULT: Duration = Duration::from_secs(300);
+/// Shortest permission wait `--permission-wait-ms` takes: a seller asks again right after a
+/// request lapses, so a shorter wait would fill the log and the UI's history with requests.
+pub const PERMISSION_WAIT_MIN_MS: u64 = 1000;
 /// Live events buffered per UI subscriber; a slower subscriber gets a fresh snapshot.
 pub const EVENTS_CAPACITY: usize = 1024;
 /// The mandates file in the data dir.
