@@ -8,9 +8,9 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -45,11 +45,14 @@ struct Api {
 /// The UI and API router for `state` (see [`HostState::router`]).
 pub fn router(state: Arc<HostState>) -> Router {
     let api = Api { state, sse: Arc::new(Semaphore::new(SSE_CLIENTS_MAX)) };
+    let token: Arc<str> = crate::guard::new_token().into();
+    let session = SessionView { token: token.to_string() };
     Router::new()
         .route("/", get(|| async { static_file("text/html; charset=utf-8", INDEX_HTML) }))
         .route("/app.js", get(|| async { static_file("text/javascript; charset=utf-8", APP_JS) }))
         .route("/style.css", get(|| async { static_file("text/css; charset=utf-8", STYLE_CSS) }))
         .route("/api/info", get(info))
+        .route("/api/session", get(move || async move { Json(session.clone()) }))
         .route("/api/account", get(account))
         .route("/api/activities", get(activities))
         .route("/api/activities/{id}/permit", post(permit))
@@ -69,7 +72,8 @@ pub fn router(state: Arc<HostState>) -> Router {
             }),
         )
         .layer(DefaultBodyLimit::max(API_BODY_BYTES_MAX))
-        .layer(middleware::from_fn(local_only))
+        .layer(middleware::from_fn_with_state(token, crate::guard::api_token))
+        .layer(middleware::from_fn(crate::guard::local_only))
         .with_state(api)
 }
 
@@ -131,74 +135,11 @@ impl From<StateError> for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-/// Whether a `Host` header value (or an origin's host part) names this machine.
-fn is_local_host(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        // [::1]:port
-        match rest.split_once(']') {
-            Some((name, rest))
-                if rest.is_empty() || rest.strip_prefix(':').is_some_and(is_port) =>
-            {
-                return name == "::1";
-            }
-            _ => return false,
-        }
-    } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) if is_port(port) => name,
-            Some(_) => return false,
-            None => host,
-        }
-    };
-    name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1"
-}
-
-fn is_port(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// Whether an `Origin` header value is a page served from this machine.
-fn is_local_origin(origin: &str) -> bool {
-    origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .is_some_and(|rest| !rest.contains('/') && is_local_host(rest))
-}
-
-/// DNS-rebinding and CSRF protection. Every request must name a local `Host`
-/// (a rebinding page's requests carry its own host name); a request that changes state
-/// must, if it has an `Origin`, come from a local page, and must not be marked
-/// `Sec-Fetch-Site: cross-site`.
-async fn local_only(req: Request, next: Next) -> Response {
-    let headers = req.headers();
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !is_local_host(host) {
-        tracing::warn!(host, "api: refused a request for a non-local Host");
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden_host",
-            "only http://localhost or 127.0.0.1 may use this UI",
-        )
-        .into_response();
-    }
-    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if !safe && let Some(why) = cross_site(headers) {
-        tracing::warn!(why, method = %req.method(), uri = %req.uri(), "api: refused a cross-site request");
-        return ApiError::new(StatusCode::FORBIDDEN, "forbidden_origin", why).into_response();
-    }
-    next.run(req).await
-}
-
-fn cross_site(headers: &HeaderMap) -> Option<&'static str> {
-    if let Some(origin) = headers.get(header::ORIGIN)
-        && !origin.to_str().is_ok_and(is_local_origin)
-    {
-        return Some("state-changing requests are accepted from local pages only (Origin)");
-    }
-    if headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes() == b"cross-site") {
-        return Some("state-changing requests are accepted from local pages only (Sec-Fetch-Site)");
-    }
-    None
+/// `GET /api/session`: the token the UI sends on state-changing calls
+/// ([`crate::guard::TOKEN_HEADER`]); only a same-origin page can read it.
+#[derive(Serialize, Clone)]
+struct SessionView {
+    token: String,
 }
 
 #[derive(Serialize)]
@@ -386,44 +327,4 @@ async fn events(
         }))
         .map(Ok);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn local_hosts() {
-        for (h, want) in [
-            ("localhost", true),
-            ("localhost:8081", true),
-            ("LOCALHOST:1", true),
-            ("127.0.0.1:8081", true),
-            ("127.0.0.1", true),
-            ("[::1]:8081", true),
-            ("[::1]", true),
-            ("", false),
-            ("evil.example:8081", false),
-            ("localhost.evil.example", false),
-            ("127.0.0.1.nip.io:8081", false),
-            ("127.0.0.2:8081", false),
-            ("[::2]:80", false),
-            ("localhost:", false),
-            ("localhost:80x", false),
-            ("[::1]x", false),
-        ] {
-            assert_eq!(is_local_host(h), want, "{h:?}");
-        }
-        for (o, want) in [
-            ("http://localhost:8081", true),
-            ("http://127.0.0.1:5", true),
-            ("https://[::1]:8081", true),
-            ("null", false),
-            ("http://evil.example", false),
-            ("http://localhost:8081/x", false),
-            ("file://localhost", false),
-        ] {
-            assert_eq!(is_local_origin(o), want, "{o:?}");
-        }
-    }
 }

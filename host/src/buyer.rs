@@ -20,7 +20,7 @@ use bitwrk_protocol::{Hash32, Id, Phase, ReasonCode, Sat, Settlement, Side, TxAc
 
 use crate::limits::{self, BUY_ATTEMPTS_MAX, EXCHANGE_WAIT, RESULT_WAIT};
 use crate::node::{Node, TradeReport};
-use crate::state::ActivityRequest;
+use crate::state::{ActivityRequest, Forbidden};
 
 /// What the buyer wants: one run of an article on these inputs.
 pub struct BuyRequest {
@@ -62,6 +62,9 @@ pub enum BuyError {
     BadRequest(String),
     #[error("not permitted: {0}")]
     Forbidden(String),
+    /// No mandate covers the buy and the user did not answer in time.
+    #[error("not permitted: {0}")]
+    PermissionRequired(String),
     #[error("the seller rejected the work ({0}): {1}")]
     WorkRejected(ReasonCode, String),
     #[error("no seller took the bid before it expired")]
@@ -80,6 +83,7 @@ impl BuyError {
         match self {
             BuyError::BadRequest(_) => "bad_request",
             BuyError::Forbidden(_) => "forbidden",
+            BuyError::PermissionRequired(_) => "permission_required",
             BuyError::WorkRejected(r, _) => r.as_str(),
             BuyError::NoSeller => "no_seller",
             BuyError::Exchange(_) => "exchange",
@@ -197,6 +201,10 @@ pub async fn buy(
             .map_err(|e| BuyError::Internal(e.to_string()))??
     };
     let price = match req.price {
+        // Refused here, before the user is asked to permit a bid the exchange refuses.
+        Some(Sat(0)) => {
+            return Err(BuyError::BadRequest("price must be at least 1 sat".to_string()));
+        }
         Some(p) => p,
         None => default_price(node, &article).await,
     };
@@ -361,10 +369,15 @@ impl Attempt<'_> {
             side: Side::Buy,
             price,
         };
-        node.gate
-            .request_permission(req)
-            .await
-            .map_err(|e| AttemptError::Final(BuyError::Forbidden(e.to_string())))?;
+        let hint = node.gate.permission_hint(&req);
+        node.gate.request_buy_permission(req).await.map_err(|e| {
+            AttemptError::Final(match e {
+                Forbidden::TimedOut(s) => BuyError::PermissionRequired(format!(
+                    "nobody permitted it within {s} s. {hint}; then send the request again"
+                )),
+                e => BuyError::Forbidden(e.to_string()),
+            })
+        })?;
         let exch =
             |e: &dyn std::fmt::Display| AttemptError::Final(BuyError::Exchange(e.to_string()));
         let mut bid = ex

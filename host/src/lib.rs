@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod data_dir;
 pub mod dedupe;
 pub mod demo;
+pub mod guard;
 pub mod identity_cmd;
 pub mod limits;
 pub mod local_articles;

@@ -35,6 +35,10 @@ pub const BUY_PRICE_FALLBACK_SAT: u64 = 1_000;
 /// Largest request body the buying proxy takes (all inputs together): the manifest cap
 /// of one input is 1 GiB, but the proxy holds the work in memory; 1 GiB total.
 pub const BUY_BODY_BYTES_MAX: usize = 1 << 30;
+/// How long a buy waits for the user's permission when no mandate covers it, before it
+/// answers `permission_required` (403) naming what to permit: a client such as curl gets
+/// an answer within a minute instead of waiting in silence for the whole permission wait.
+pub const BUY_PERMISSION_WAIT: Duration = Duration::from_secs(60);
 /// Buy requests the proxy serves at once; more wait (each holds its inputs in memory).
 pub const BUY_CONCURRENT_MAX: usize = 64;
 

@@ -28,7 +28,8 @@ pub const MANDATES_FILE_VERSION: u32 = 1;
 ///
 /// Flag syntax: `SIDE:ARTICLE:PRICE[:trades=N][:minutes=M]`
 /// - `SIDE` is `buy` or `sell`;
-/// - `ARTICLE` is an article id (64 lowercase hex) or `*` for any article;
+/// - `ARTICLE` is an article id (64 lowercase hex) or `*` for any article (the
+///   `--mandate` flag also takes a name, see [`MandateArg`]);
 /// - `PRICE` in satoshi: the highest price for `buy`, the lowest for `sell`;
 /// - `trades=N` (N ≥ 1): cover at most N trades; `minutes=M` (M ≥ 1): expire M minutes
 ///   after creation. Both may be given (whichever runs out first); with neither the
@@ -144,6 +145,50 @@ impl fmt::Display for MandateSpec {
             write!(f, ":minutes={m}")?;
         }
         Ok(())
+    }
+}
+
+/// `--mandate` as given on the command line: like [`MandateSpec`]'s syntax, but `ARTICLE`
+/// may also be an article name (as with `--sell` and `buy`), which the host resolves on
+/// the exchange at start (the newest version of that name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MandateArg {
+    /// The spec; for a named article its `article` is filled in by the caller.
+    pub spec: MandateSpec,
+    /// The article name to resolve, when the flag gave a name instead of an id or `*`.
+    pub article_name: Option<String>,
+}
+
+impl FromStr for MandateArg {
+    type Err = MandateError;
+    fn from_str(s: &str) -> Result<MandateArg, MandateError> {
+        let parts: Vec<&str> = s.trim().split(':').collect();
+        let Some(&article) = parts.get(1) else {
+            return Err(MandateError::Syntax(s.to_string()));
+        };
+        if article == "*" || article.parse::<Hash32>().is_ok() {
+            return Ok(MandateArg { spec: s.parse()?, article_name: None });
+        }
+        if article.is_empty() {
+            return Err(MandateError::Article(article.to_string()));
+        }
+        let mut any = parts.clone();
+        any[1] = "*";
+        let spec: MandateSpec = any.join(":").parse()?;
+        Ok(MandateArg { spec, article_name: Some(article.to_string()) })
+    }
+}
+
+impl fmt::Display for MandateArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.article_name {
+            None => self.spec.fmt(f),
+            Some(name) => {
+                let text = self.spec.to_string();
+                let (side, rest) = text.split_once(":*").expect("a spec for any article");
+                write!(f, "{side}:{name}{rest}")
+            }
+        }
     }
 }
 
@@ -422,6 +467,25 @@ mod tests {
         check("buy:*:100:minutes=1", cov(A, Side::Buy, 50), MIN - 1, true);
         check("buy:*:100:minutes=1", cov(A, Side::Buy, 50), MIN, false);
         check("buy:*:100", cov(A, Side::Buy, 50), 100 * 365 * 24 * 60 * MIN, true);
+    }
+
+    #[test]
+    fn mandate_flag_takes_names_ids_and_any() {
+        let named: MandateArg = "sell:wordcount:100:trades=10".parse().expect("a name");
+        assert_eq!(named.article_name.as_deref(), Some("wordcount"));
+        assert_eq!(named.spec.price_sat, Sat(100));
+        assert_eq!(named.spec.trades, Some(10));
+        assert_eq!(named.to_string(), "sell:wordcount:100:trades=10");
+        let any: MandateArg = "buy:*:5000".parse().expect("any");
+        assert_eq!(any.article_name, None);
+        assert_eq!(any.spec.article, None);
+        let id = "ab".repeat(32);
+        let by_id: MandateArg = format!("buy:{id}:5").parse().expect("an id");
+        assert_eq!(by_id.article_name, None);
+        assert_eq!(by_id.spec.article.map(|a| a.to_hex()), Some(id));
+        assert!("buy::5".parse::<MandateArg>().is_err());
+        assert!("sell:wordcount:abc".parse::<MandateArg>().is_err());
+        assert!("sell:wordcount".parse::<MandateArg>().is_err());
     }
 
     #[test]

@@ -33,6 +33,26 @@ impl Gate {
         }
     }
 
+    /// [`Gate::request_permission`] for a buy: waits for the user at most the host's buy
+    /// permission wait (`--buy-permission-wait-ms`), so a buyer gets an answer in time.
+    pub async fn request_buy_permission(&self, req: ActivityRequest) -> Result<(), Forbidden> {
+        match self {
+            Gate::State(s) => {
+                let wait = s.buy_permission_wait();
+                s.request_permission_within(req, Some(wait)).await
+            }
+            Gate::Command => Ok(()),
+        }
+    }
+
+    /// Where and how the user permits `req` (see [`HostState::permission_hint`]).
+    pub fn permission_hint(&self, req: &ActivityRequest) -> String {
+        match self {
+            Gate::State(s) => s.permission_hint(req),
+            Gate::Command => "the command line is the permission".to_string(),
+        }
+    }
+
     pub fn trade_update(&self, t: TradeInfo) {
         if let Gate::State(s) = self {
             s.trade_update(t);

@@ -18,13 +18,16 @@ use tokio::sync::Semaphore;
 use crate::buyer::{BuyError, BuyRequest, buy};
 use crate::limits::{BUY_BODY_BYTES_MAX, BUY_CONCURRENT_MAX};
 use crate::node::Node;
+use crate::state::{REQUESTER, Requester};
 
 /// Media types of recent outputs, so `/file/{sha256}` answers with the right one.
 const MEDIA_TYPES_MAX: usize = 4096;
 
 pub struct Proxy {
     node: Arc<Node>,
-    buys: Semaphore,
+    /// Buys being served (reading inputs, trading); a buy waiting for permission gives its
+    /// slot back (see [`crate::state::Requester`]).
+    buys: Arc<Semaphore>,
     media_types: Mutex<(HashMap<Hash32, String>, VecDeque<Hash32>)>,
 }
 
@@ -54,7 +57,7 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 fn buy_error(e: BuyError) -> Response {
     let status = match &e {
         BuyError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        BuyError::Forbidden(_) => StatusCode::FORBIDDEN,
+        BuyError::Forbidden(_) | BuyError::PermissionRequired(_) => StatusCode::FORBIDDEN,
         BuyError::WorkRejected(..) => StatusCode::UNPROCESSABLE_ENTITY,
         BuyError::NoSeller => StatusCode::SERVICE_UNAVAILABLE,
         BuyError::Exchange(_) | BuyError::GaveUp { .. } => StatusCode::BAD_GATEWAY,
@@ -71,7 +74,7 @@ impl Proxy {
     pub fn new(node: Arc<Node>) -> Arc<Proxy> {
         Arc::new(Proxy {
             node,
-            buys: Semaphore::new(BUY_CONCURRENT_MAX),
+            buys: Arc::new(Semaphore::new(BUY_CONCURRENT_MAX)),
             media_types: Mutex::new((HashMap::new(), VecDeque::new())),
         })
     }
@@ -81,6 +84,7 @@ impl Proxy {
             .route("/buy/{article}", post(buy_handler))
             .route("/file/{sha256}", get(file_handler))
             .layer(DefaultBodyLimit::max(BUY_BODY_BYTES_MAX))
+            .layer(axum::middleware::from_fn(crate::guard::local_only))
             .with_state(self.clone())
     }
 
@@ -97,19 +101,43 @@ impl Proxy {
     }
 }
 
+/// The query is taken as text and parsed here, so a bad one gets a JSON answer.
 #[derive(serde::Deserialize)]
 struct BuyQuery {
-    price: Option<u64>,
+    price: Option<String>,
+}
+
+/// `price` as a whole number of sat, at least 1 (the exchange refuses a bid at 0): a bad
+/// price is refused here, before the user is asked to permit it or the exchange is asked.
+#[allow(clippy::result_large_err)] // an axum answer, built once per bad request
+fn parse_price(text: &str) -> Result<Sat, Response> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err(error(StatusCode::BAD_REQUEST, "bad_request", "price must be at least 1 sat")),
+        Ok(p) => Ok(Sat(p)),
+        Err(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("price must be a whole number of sat, not {text:?}"),
+        )),
+    }
 }
 
 async fn buy_handler(
     State(proxy): State<Arc<Proxy>>,
     Path(article): Path<String>,
-    Query(q): Query<BuyQuery>,
+    q: Result<Query<BuyQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     req: Request,
 ) -> Response {
-    let Ok(_permit) = proxy.buys.acquire().await else {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let mut price = match q.price.as_deref().map(parse_price).transpose() {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Ok(slot) = proxy.buys.clone().acquire_owned().await else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "busy", "shutting down");
     };
     let entry = match proxy.node.resolve_article(&article).await {
@@ -117,7 +145,6 @@ async fn buy_handler(
         Err(e) => return error(StatusCode::NOT_FOUND, "unknown_article", format!("{e:#}")),
     };
     let m = &entry.manifest;
-    let mut price = q.price.map(Sat);
     let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
     let is_multipart = headers
         .get(header::CONTENT_TYPE)
@@ -140,15 +167,9 @@ async fn buy_handler(
                 Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
             };
             if name == "price" {
-                match std::str::from_utf8(&data).ok().and_then(|s| s.trim().parse::<u64>().ok()) {
-                    Some(p) => price = Some(Sat(p)),
-                    None => {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            "bad_request",
-                            "price must be a whole number of sat",
-                        );
-                    }
+                match parse_price(&String::from_utf8_lossy(&data)) {
+                    Ok(p) => price = Some(p),
+                    Err(r) => return r,
                 }
                 continue;
             }
@@ -178,11 +199,24 @@ async fn buy_handler(
         };
         inputs.push((m.inputs[0].name.clone(), body.to_vec()));
     }
-    let out =
-        match buy(&proxy.node, BuyRequest { article: entry.clone(), inputs, price }, None).await {
-            Ok(o) => o,
-            Err(e) => return buy_error(e),
-        };
+    // Parked requests are counted per origin: a web origin (only this host's own page gets
+    // past the guard) or this machine's programs.
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("programs without an Origin")
+        .to_string();
+    let requester = Requester::new(origin, Some(slot));
+    let bought = REQUESTER
+        .scope(
+            requester,
+            buy(&proxy.node, BuyRequest { article: entry.clone(), inputs, price }, None),
+        )
+        .await;
+    let out = match bought {
+        Ok(o) => o,
+        Err(e) => return buy_error(e),
+    };
     for o in &out.outputs {
         proxy.remember(o.hash, &o.media_type);
     }
@@ -253,5 +287,12 @@ async fn file_handler(State(proxy): State<Arc<Proxy>>, Path(sha256): Path<String
         .get(&h)
         .cloned()
         .unwrap_or_else(|| "application/octet-stream".into());
-    ([(header::CONTENT_TYPE, media_type)], data).into_response()
+    // Never active content on the admin origin: a safe type or a sandboxed download.
+    // `insert`, not `extend`: the body's default Content-Type is replaced, not added to.
+    let mut resp = data.into_response();
+    let h = resp.headers_mut();
+    for (name, value) in crate::guard::file_headers(&media_type) {
+        h.insert(name, value);
+    }
+    resp
 }

@@ -7,13 +7,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use bitwrk_exchange::client::ExchangeClient;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::mandates::{MandateSpec, Origin};
+use crate::mandates::{MandateArg, Origin};
 use crate::node::{Gate, Node};
 use crate::proxy::Proxy;
 use crate::seller::{Engines, SellSpec, Seller, SellerConfig};
@@ -53,9 +54,29 @@ pub struct RunArgs {
     /// Work on this many trades at once [default: the number of cores].
     #[arg(long, env = "BITWRK_WORKER_SLOTS")]
     pub worker_slots: Option<usize>,
-    /// A standing permission to trade, SIDE:ARTICLE:PRICE[:trades=N][:minutes=M]; repeatable.
-    #[arg(long = "mandate", env = "BITWRK_MANDATE", value_delimiter = ',')]
-    pub mandates: Vec<MandateSpec>,
+    /// A standing permission to trade, SIDE:ARTICLE:PRICE[:trades=N][:minutes=M]; ARTICLE
+    /// is a name, an id or * (any); PRICE is a buy's highest, a sell's lowest; repeatable.
+    /// A seller needs one (or a click in the admin UI) before its first sell bid.
+    #[arg(
+        long = "mandate",
+        env = "BITWRK_MANDATE",
+        value_delimiter = ',',
+        value_name = "SIDE:ARTICLE:PRICE[:trades=N][:minutes=M]"
+    )]
+    pub mandates: Vec<MandateArg>,
+    /// How long a bid not covered by a mandate waits for the user's decision in the admin
+    /// UI, in ms (at least 1000); then it lapses, and a seller asks again at once.
+    #[arg(
+        long,
+        env = "BITWRK_PERMISSION_WAIT_MS",
+        default_value_t = crate::state::PERMISSION_WAIT_DEFAULT.as_millis() as u64,
+        value_parser = clap::value_parser!(u64).range(crate::state::PERMISSION_WAIT_MIN_MS..)
+    )]
+    pub permission_wait_ms: u64,
+    /// How long a buy not covered by a mandate waits for the user's permission, in ms;
+    /// then the proxy answers 403 `permission_required` (at most --permission-wait-ms).
+    #[arg(long, env = "BITWRK_BUY_PERMISSION_WAIT_MS", default_value_t = crate::limits::BUY_PERMISSION_WAIT.as_millis() as u64)]
+    pub buy_permission_wait_ms: u64,
     /// Bound of the content store on disk, in bytes.
     #[arg(long, env = "BITWRK_STORE_MAX_BYTES", default_value_t = crate::limits::STORE_BYTES_DEFAULT)]
     pub store_max_bytes: u64,
@@ -158,10 +179,24 @@ pub async fn start(
         .with_context(|| format!("connecting to the exchange at {exchange_url}"))?;
     let store = Arc::new(Store::open(&data_dir.join("store"), args.store_max_bytes)?);
     let state = HostState::new(data_dir, key.address(), exchange.clone())?;
-    for m in &args.mandates {
-        state.add_mandate(m, Origin::Flag).with_context(|| format!("--mandate {m}"))?;
-    }
+    state.set_permission_wait(Duration::from_millis(args.permission_wait_ms));
+    state.set_buy_permission_wait(Duration::from_millis(args.buy_permission_wait_ms));
     let node = Node::new(key, exchange, store, Gate::State(state.clone()))?;
+    for m in &args.mandates {
+        let mut spec = m.spec.clone();
+        if let Some(name) = &m.article_name {
+            spec.article = Some(
+                node.resolve_article(name).await.with_context(|| format!("--mandate {m}"))?.id,
+            );
+        }
+        state.add_mandate(&spec, Origin::Flag).with_context(|| format!("--mandate {m}"))?;
+    }
+    // The internal port is bound first, so every request for permission can name the UI.
+    let int_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, args.int_port))
+        .await
+        .with_context(|| format!("binding the internal port 127.0.0.1:{}", args.int_port))?;
+    let int_addr = int_listener.local_addr()?;
+    state.set_ui_url(format!("http://{int_addr}/"));
 
     // External port first: its address goes into every sell bid's establish.
     let mut ext_addr = None;
@@ -231,10 +266,7 @@ pub async fn start(
 
     let proxy = Proxy::new(node.clone());
     let router = proxy.router().merge(state.clone().router());
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, args.int_port))
-        .await
-        .with_context(|| format!("binding the internal port 127.0.0.1:{}", args.int_port))?;
-    let int_addr = listener.local_addr()?;
+    let listener = int_listener;
     let sd = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) =
@@ -343,4 +375,30 @@ pub fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
 /// `data_dir` for a named sub-host (demo, bench).
 pub fn sub_dir(base: &Path, name: &str) -> PathBuf {
     base.join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: super::RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<super::RunArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied())).map(|c| c.run)
+    }
+
+    #[test]
+    fn permission_waits_have_defaults_and_a_floor() {
+        let run = parse(&[]).expect("defaults");
+        assert_eq!(run.permission_wait_ms, 300_000);
+        assert_eq!(run.buy_permission_wait_ms, 60_000);
+        let run = parse(&["--permission-wait-ms", "1000", "--buy-permission-wait-ms", "0"])
+            .expect("the floor, and a buy that never waits");
+        assert_eq!((run.permission_wait_ms, run.buy_permission_wait_ms), (1000, 0));
+        assert!(parse(&["--permission-wait-ms", "999"]).is_err(), "a seller would spin");
+    }
 }

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dedupe::BuyerChunks;
 use crate::limits::{self, EXCHANGE_WAIT};
 use crate::node::{Node, TradeReport};
-use crate::state::{ActivityRequest, WorkerInfo, now_ms};
+use crate::state::{ActivityRequest, Forbidden, WorkerInfo, now_ms};
 
 /// Default ask when `--sell ARTICLE` names no price.
 pub const SELL_PRICE_DEFAULT_SAT: u64 = 100;
@@ -261,26 +261,41 @@ impl Seller {
         price: Sat,
         shutdown: CancellationToken,
     ) {
+        // A permission covers one trade, not one bid: it is kept while the bids placed
+        // under it expire unmatched and is spent when one matches, so a mandate for ten
+        // trades sells ten times however long the buyers take.
+        let mut permitted = false;
         loop {
             tokio::select! {
                 _ = self.slot_free() => {},
                 _ = shutdown.cancelled() => return,
             };
-            let req = ActivityRequest {
-                article: article.id,
-                article_name: article.manifest.name.clone(),
-                side: Side::Sell,
-                price,
-            };
-            let permitted = tokio::select! {
-                r = self.node.gate.request_permission(req) => r,
-                _ = shutdown.cancelled() => return,
-            };
-            if let Err(e) = permitted {
-                tracing::info!(article = %article.manifest.name, error = %e, "sell bid not permitted");
-                tokio::select! {
-                    _ = tokio::time::sleep(FORBIDDEN_BACKOFF) => continue,
+            if !permitted {
+                let req = ActivityRequest {
+                    article: article.id,
+                    article_name: article.manifest.name.clone(),
+                    side: Side::Sell,
+                    price,
+                };
+                let hint = self.node.gate.permission_hint(&req);
+                let answer = tokio::select! {
+                    r = self.node.gate.request_permission(req) => r,
                     _ = shutdown.cancelled() => return,
+                };
+                match answer {
+                    Ok(()) => permitted = true,
+                    // Nobody looked: ask again at once, so the UI always shows the request.
+                    Err(Forbidden::TimedOut(s)) => {
+                        tracing::warn!(article = %article.manifest.name, "no answer in {s} s; asking again. {hint}");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(article = %article.manifest.name, error = %e, "sell bid not permitted; asking again in {} s. {hint}", FORBIDDEN_BACKOFF.as_secs());
+                        tokio::select! {
+                            _ = tokio::time::sleep(FORBIDDEN_BACKOFF) => continue,
+                            _ = shutdown.cancelled() => return,
+                        }
+                    }
                 }
             }
             let bid = match self
@@ -303,8 +318,10 @@ impl Seller {
                 if shutdown.is_cancelled() {
                     return;
                 }
+                tracing::debug!(article = %article.manifest.name, "sell bid ended unmatched; placing another under the same permission");
                 continue;
             };
+            permitted = false;
             let slot = tokio::select! {
                 s = self.take_slot() => s,
                 // The matched tx refunds the buyer at its establishing deadline.

@@ -26,12 +26,20 @@ pub const ACTIVITIES_DONE_MAX: usize = 200;
 /// Activities waiting for the user at once: beyond this new requests are refused at
 /// once rather than piling up waiting tasks no one will ever look at.
 pub const PENDING_MAX: usize = 256;
+/// Requests from one origin waiting for permission at once (a proxy buy's origin: its web
+/// origin, or this machine's programs when it has no `Origin`). A flood of uncovered buys
+/// from one origin is refused beyond this at once and leaves the rest of [`PENDING_MAX`]
+/// to others; parked buys give back their proxy slot (see [`Requester`]).
+pub const PARKED_PER_ORIGIN_MAX: usize = 16;
 /// Worker slots shown (a host runs a handful; this only guards against a runaway caller).
 pub const WORKERS_MAX: usize = 1024;
 /// How long a request waits for the user's decision before it counts as forbidden. A bid
 /// lives 120 s on the exchange once placed, but nothing is placed while we wait, so the
 /// user gets a generous five minutes to notice the UI.
 pub const PERMISSION_WAIT_DEFAULT: Duration = Duration::from_secs(300);
+/// Shortest permission wait `--permission-wait-ms` takes: a seller asks again right after a
+/// request lapses, so a shorter wait would fill the log and the UI's history with requests.
+pub const PERMISSION_WAIT_MIN_MS: u64 = 1000;
 /// Live events buffered per UI subscriber; a slower subscriber gets a fresh snapshot.
 pub const EVENTS_CAPACITY: usize = 1024;
 /// The mandates file in the data dir.
@@ -55,6 +63,32 @@ pub enum Forbidden {
     TimedOut(u64),
     #[error("{PENDING_MAX} activities are already waiting for permission")]
     TooManyPending,
+    #[error("{PARKED_PER_ORIGIN_MAX} requests from {0} are already waiting for permission")]
+    TooManyFromOrigin(String),
+}
+
+/// Who asks, for a request that may wait for the user (a proxy buy): set with
+/// [`REQUESTER`] around the buy. A request that has to wait counts against its origin's
+/// [`PARKED_PER_ORIGIN_MAX`] and gives back the slot it holds, so buys waiting for a click
+/// never hold up the ones a mandate covers.
+pub struct Requester {
+    pub origin: String,
+    slot: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+}
+
+impl Requester {
+    pub fn new(origin: String, slot: Option<tokio::sync::OwnedSemaphorePermit>) -> Arc<Requester> {
+        Arc::new(Requester { origin, slot: Mutex::new(slot) })
+    }
+
+    fn release_slot(&self) {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+tokio::task_local! {
+    /// The requester of the permission requests made inside this scope.
+    pub static REQUESTER: Arc<Requester>;
 }
 
 /// Where an activity stands.
@@ -198,6 +232,8 @@ struct Trades {
 struct Inner {
     mandates: MandateBook,
     pending: BTreeMap<u64, (Activity, oneshot::Sender<Result<(), Forbidden>>)>,
+    /// The origin of pending activities made under a [`REQUESTER`] (pruned when one parks).
+    parked_origins: HashMap<u64, String>,
     /// Decided activities, oldest first.
     done: VecDeque<Activity>,
     next_activity: u64,
@@ -211,6 +247,11 @@ pub struct HostState {
     pub exchange: ExchangeClient,
     mandates_path: PathBuf,
     permission_wait_ms: AtomicU64,
+    /// How long a buy waits for the user before it answers `permission_required`.
+    buy_permission_wait_ms: AtomicU64,
+    /// The admin UI's address, once the internal port is bound: named in every request
+    /// for permission, so the user knows where to give it.
+    ui_url: Mutex<Option<String>>,
     inner: Mutex<Inner>,
     events: broadcast::Sender<UiEvent>,
 }
@@ -251,9 +292,14 @@ impl HostState {
             exchange,
             mandates_path,
             permission_wait_ms: AtomicU64::new(PERMISSION_WAIT_DEFAULT.as_millis() as u64),
+            buy_permission_wait_ms: AtomicU64::new(
+                crate::limits::BUY_PERMISSION_WAIT.as_millis() as u64
+            ),
+            ui_url: Mutex::new(None),
             inner: Mutex::new(Inner {
                 mandates,
                 pending: BTreeMap::new(),
+                parked_origins: HashMap::new(),
                 done: VecDeque::new(),
                 next_activity: 1,
                 trades: Trades::default(),
@@ -267,6 +313,45 @@ impl HostState {
     /// (default [`PERMISSION_WAIT_DEFAULT`]).
     pub fn set_permission_wait(&self, wait: Duration) {
         self.permission_wait_ms.store(wait.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long a buy waits for the user's permission (default
+    /// [`BUY_PERMISSION_WAIT`](crate::limits::BUY_PERMISSION_WAIT)); never longer than the
+    /// permission wait itself.
+    pub fn set_buy_permission_wait(&self, wait: Duration) {
+        self.buy_permission_wait_ms.store(wait.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// See [`set_buy_permission_wait`](Self::set_buy_permission_wait).
+    pub fn buy_permission_wait(&self) -> Duration {
+        Duration::from_millis(self.buy_permission_wait_ms.load(Ordering::Relaxed))
+    }
+
+    /// Where the admin UI is (`http://127.0.0.1:8081/`), for the permission hints.
+    pub fn set_ui_url(&self, url: String) {
+        *self.ui_url.lock().unwrap_or_else(|p| p.into_inner()) = Some(url);
+    }
+
+    /// What to do about a request waiting for permission, in words: where to permit it
+    /// and the `--mandate` flag that would have covered it (article by name).
+    pub fn permission_hint(&self, req: &ActivityRequest) -> String {
+        let ui = self
+            .ui_url
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| "the admin UI".to_string());
+        let limit = match req.side {
+            Side::Buy => "at most",
+            Side::Sell => "at least",
+        };
+        format!(
+            "{side}ing {name} for {limit} {price} sat needs your permission: permit it at {ui} \
+             or start the host with --mandate {side}:{name}:{price}",
+            side = req.side,
+            name = req.article_name,
+            price = req.price.0,
+        )
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -314,6 +399,16 @@ impl HostState {
     /// default) runs out, which counts as forbidden (`Forbidden::TimedOut`). Dropping the
     /// future withdraws the activity.
     pub async fn request_permission(&self, req: ActivityRequest) -> Result<(), Forbidden> {
+        self.request_permission_within(req, None).await
+    }
+
+    /// [`request_permission`](Self::request_permission), waiting for the user at most
+    /// `cap` (when given) instead of the whole permission wait.
+    pub async fn request_permission_within(
+        &self,
+        req: ActivityRequest,
+        cap: Option<Duration>,
+    ) -> Result<(), Forbidden> {
         let now = now_ms();
         let cov = Coverage { article: req.article, side: req.side, price_sat: req.price };
         let rx = {
@@ -353,8 +448,28 @@ impl HostState {
                 self.finish_activity(&mut inner, act);
                 return Err(Forbidden::TooManyPending);
             }
+            if let Ok(requester) = REQUESTER.try_with(Arc::clone) {
+                let Inner { pending, parked_origins, .. } = &mut *inner;
+                parked_origins.retain(|id, _| pending.contains_key(id));
+                let parked = parked_origins.values().filter(|o| **o == requester.origin).count();
+                if parked >= PARKED_PER_ORIGIN_MAX {
+                    act.state = ActivityState::Forbidden;
+                    act.decided_ms = Some(now);
+                    tracing::warn!(activity = id, origin = %requester.origin, "too many requests from one origin waiting; refused");
+                    self.finish_activity(&mut inner, act);
+                    return Err(Forbidden::TooManyFromOrigin(requester.origin.clone()));
+                }
+                parked_origins.insert(id, requester.origin.clone());
+                requester.release_slot();
+            }
             let (tx, rx) = oneshot::channel();
-            tracing::info!(activity = id, side = %act.side, price = act.price_sat.0, article = %act.article, "waiting for permission");
+            let hint = self.permission_hint(&ActivityRequest {
+                article: act.article,
+                article_name: act.article_name.clone(),
+                side: act.side,
+                price: act.price_sat,
+            });
+            tracing::warn!(activity = id, side = %act.side, price = act.price_sat.0, article = %act.article, "waiting for permission: {hint}");
             self.emit(UiEvent::Activity { activity: act.clone() });
             inner.pending.insert(id, (act, tx));
             (id, rx)
@@ -362,6 +477,7 @@ impl HostState {
         let (id, mut rx) = rx;
         let mut guard = Withdraw { state: self, id, armed: true };
         let wait_ms = self.permission_wait_ms.load(Ordering::Relaxed);
+        let wait_ms = cap.map_or(wait_ms, |c| wait_ms.min(c.as_millis() as u64));
         let res = match tokio::time::timeout(Duration::from_millis(wait_ms), &mut rx).await {
             Ok(Ok(decision)) => decision,
             // The sender is only dropped after sending; treat the impossible as forbidden.

@@ -50,8 +50,18 @@ function showError(msg) {
   box.classList.toggle("hidden", !msg);
 }
 
-async function api(method, path, body) {
+// The token state-changing calls carry (the host refuses browser POSTs without it).
+let sessionToken = null;
+async function api(method, path, body, retried = false) {
   const opts = { method, headers: {} };
+  if (method !== "GET") {
+    if (sessionToken === null) {
+      const s = await fetch("/api/session");
+      if (!s.ok) throw new Error("no UI session: " + s.status);
+      sessionToken = (await s.json()).token;
+    }
+    opts.headers["X-Bitwrk-Token"] = sessionToken;
+  }
   if (body !== undefined) {
     opts.headers["Content-Type"] = "application/json";
     opts.body = JSON.stringify(body);
@@ -59,7 +69,13 @@ async function api(method, path, body) {
   const r = await fetch(path, opts);
   if (!r.ok) {
     let msg = r.status + " " + r.statusText;
-    try { const j = await r.json(); msg = j.message || msg; } catch (_) { /* not JSON */ }
+    let code = null;
+    try { const j = await r.json(); msg = j.message || msg; code = j.error; } catch (_) { /* not JSON */ }
+    // A restarted host has a new token: fetch it again, once.
+    if (code === "forbidden_token" && !retried) {
+      sessionToken = null;
+      return api(method, path, body, true);
+    }
     throw new Error(msg);
   }
   return r.status === 204 ? null : r.json();
@@ -185,7 +201,12 @@ function renderTrades() {
 // ---------- workers ----------
 function renderWorkers() {
   const rows = [...state.workers.values()].sort((a, b) => a.slot - b.slot);
+  // A sell bid waiting for the user's permission: say so, rather than "not selling".
+  const asking = [...state.activities.values()].filter((a) => a.side === "sell" && a.state === "pending");
   $("no-workers").classList.toggle("hidden", rows.length > 0);
+  $("no-workers").textContent = asking.length > 0
+    ? "Waiting for your permission to sell " + [...new Set(asking.map((a) => a.article_name))].join(", ") + ": permit it under Activities above."
+    : "This host is not selling.";
   $("workers").replaceChildren(...rows.map((w) =>
     el("tr", { dataset: { slot: w.slot, busy: String(w.busy) } },
       el("td", { class: "id" }, w.slot),
@@ -306,7 +327,7 @@ function connect() {
   const es = new EventSource("/api/events");
   const on = (kind, fn) => es.addEventListener(kind, (ev) => fn(JSON.parse(ev.data)));
   on("snapshot", (s) => { applySnapshot(s); live.textContent = "live"; live.className = "live on"; });
-  on("activity", (e) => { state.activities.set(e.activity.id, e.activity); renderActivities(); });
+  on("activity", (e) => { state.activities.set(e.activity.id, e.activity); renderActivities(); renderWorkers(); });
   on("trade", (e) => {
     const known = state.trades.has(e.trade.key);
     state.trades.set(e.trade.key, e.trade);

@@ -156,12 +156,18 @@ pub struct Host {
 
 /// Start `bitwrk-host run` against `exchange` with extra flags.
 pub fn host(name: &str, dir: &Path, exchange: &str, flags: &[&str]) -> anyhow::Result<Host> {
+    let mut args: Vec<String> = vec!["--data-dir".into(), dir.display().to_string()];
+    args.extend(["run", "--exchange", exchange, "--int-port", "0"].map(String::from));
+    args.extend(flags.iter().map(|f| f.to_string()));
+    host_with_args(name, &args)
+}
+
+/// Start `bitwrk-host` with exactly these arguments (a `run` command line, e.g. one taken
+/// from the README) and wait for its ready line.
+pub fn host_with_args(name: &str, args: &[String]) -> anyhow::Result<Host> {
     let (_, exe) = binaries();
     let mut cmd = Command::new(exe);
-    cmd.arg("--data-dir")
-        .arg(dir)
-        .args(["run", "--exchange", exchange, "--int-port", "0"])
-        .args(flags);
+    cmd.args(args);
     let proc = Proc::spawn(name, cmd)?;
     let line = proc.wait_line("bitwrk-host ready ")?;
     let field = |k: &str| {

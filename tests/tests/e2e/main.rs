@@ -2,6 +2,8 @@
 //! exchange and host binaries), the real example articles (`cargo build-articles`).
 
 mod harness;
-mod peers;
 mod market;
+mod page;
+mod peers;
+mod permission;
 mod ui;

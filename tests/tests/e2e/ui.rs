@@ -21,7 +21,7 @@ use crate::harness;
 const BROWSER_WAIT: Duration = Duration::from_secs(60);
 
 /// A minimal Chrome DevTools Protocol client over one page's websocket.
-mod cdp {
+pub(crate) mod cdp {
     use std::collections::HashMap;
     use std::path::{Path, PathBuf};
     use std::process::Stdio;
@@ -519,7 +519,8 @@ async fn ui_permits_forbids_and_makes_mandates_in_chromium() -> anyhow::Result<(
     Ok(())
 }
 
-/// State-changing requests from foreign pages and rebinding host names are refused.
+/// State-changing requests from foreign pages and rebinding host names are refused; the
+/// UI's own page needs its token; scripts without browser headers keep working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_refuses_foreign_origins_and_hosts() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -527,21 +528,47 @@ async fn api_refuses_foreign_origins_and_hosts() -> anyhow::Result<()> {
     let ui = serve_ui(state.clone()).await?;
     let http = reqwest::Client::new();
     let spec = serde_json::json!({"side": "buy", "article": null, "price_sat": 5});
-    let post = |origin: Option<&str>| {
+    let post = |origin: Option<&str>, token: Option<&str>| {
         let mut r = http.post(format!("{ui}/api/mandates")).json(&spec);
         if let Some(o) = origin {
             r = r.header("origin", o);
         }
+        if let Some(t) = token {
+            r = r.header(bitwrk_host::guard::TOKEN_HEADER, t);
+        }
         r.send()
     };
-    assert_eq!(post(Some("http://evil.example")).await?.status(), 403);
-    assert_eq!(post(Some("null")).await?.status(), 403);
+    let refused = async |r: reqwest::Response, code: &str| -> anyhow::Result<()> {
+        assert_eq!(r.status(), 403);
+        let body: serde_json::Value = r.json().await?;
+        assert_eq!(body["error"], code, "{body}");
+        Ok(())
+    };
+    let session: serde_json::Value =
+        http.get(format!("{ui}/api/session")).send().await?.error_for_status()?.json().await?;
+    let token = session["token"].as_str().context("a token")?.to_string();
+    assert_eq!(token.len(), 32, "128 bits in hex: {token}");
+    refused(post(Some("http://evil.example"), None).await?, "forbidden_origin").await?;
+    refused(post(Some("http://evil.example"), Some(&token)).await?, "forbidden_origin").await?;
+    refused(post(Some("null"), None).await?, "forbidden_origin").await?;
+    // Another port of this machine is another origin.
+    refused(post(Some("http://127.0.0.1:1"), Some(&token)).await?, "forbidden_origin").await?;
+    let cross = http
+        .post(format!("{ui}/api/mandates"))
+        .header("sec-fetch-site", "cross-site")
+        .json(&spec)
+        .send()
+        .await?;
+    refused(cross, "forbidden_origin").await?;
+    // The UI's own origin, but without (or with a wrong) token: refused.
+    refused(post(Some(&ui), None).await?, "forbidden_token").await?;
+    refused(post(Some(&ui), Some("00".repeat(16).as_str())).await?, "forbidden_token").await?;
     assert!(state.mandates().is_empty());
     let rebound =
         http.get(format!("{ui}/api/mandates")).header("host", "evil.example:8081").send().await?;
-    assert_eq!(rebound.status(), 403);
-    assert_eq!(post(Some(&ui)).await?.status(), 201);
-    assert_eq!(post(None).await?.status(), 201, "scripts without Origin may");
+    refused(rebound, "forbidden_host").await?;
+    assert_eq!(post(Some(&ui), Some(&token)).await?.status(), 201);
+    assert_eq!(post(None, None).await?.status(), 201, "scripts without Origin may");
     assert_eq!(state.mandates().len(), 2);
     // Bad input gets a clear 400 and changes nothing.
     let bad = http.post(format!("{ui}/api/mandates")).body("{\"side\":\"hold\"}").send().await?;
@@ -691,5 +718,56 @@ async fn events_start_with_a_snapshot_and_changes_follow_it() -> anyhow::Result<
     assert_eq!(ev["activity"]["id"].as_u64(), Some(id));
     assert_eq!(ev["activity"]["state"], "permitted");
     assert_eq!(waiting.await?, Ok(()));
+    Ok(())
+}
+
+/// A host restarted under an open UI page has a new token: the page's next change is
+/// refused once for the old token, fetches the new one and goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_follows_a_restarted_host_to_its_new_token() -> anyhow::Result<()> {
+    let Some(chromium) = cdp::find_chromium() else { return Ok(()) };
+    let dir = tempfile::tempdir()?;
+    let ex = harness::exchange(&dir.path().join("exchange"), &[])?;
+    let host_dir = dir.path().join("host");
+    let first = harness::host("host", &host_dir, &ex.url, &[])?;
+    let port = first.int_url.rsplit(':').next().context("int port")?.to_string();
+    let browser = cdp::Browser::launch(&chromium).await?;
+    let page = browser.page().await?;
+    page.navigate(&format!("{}/", first.int_url)).await?;
+    page.wait_for("#live.on").await?;
+    let add_mandate = async |price: &str| -> anyhow::Result<()> {
+        page.eval(&format!(
+            "document.querySelector('#mandate-form [name=price]').value = '{price}'"
+        ))
+        .await?;
+        page.click("#mandate-form button[type=submit]").await
+    };
+    add_mandate("111").await?;
+    page.wait_for("#mandates tr[data-mandate-id]").await?;
+
+    drop(first);
+    page.wait_for("#live.off").await?;
+    let args: Vec<String> = vec![
+        "--data-dir".into(),
+        host_dir.display().to_string(),
+        "run".into(),
+        "--exchange".into(),
+        ex.url.clone(),
+        "--int-port".into(),
+        port,
+    ];
+    let second = harness::host_with_args("host-again", &args)?;
+    page.wait_for("#live.on").await?;
+    add_mandate("222").await?;
+    page.wait_for("#mandates tr[data-mandate-id] + tr[data-mandate-id]").await?;
+    let mandates: serde_json::Value =
+        reqwest::get(format!("{}/api/mandates", second.int_url)).await?.json().await?;
+    let prices: Vec<u64> = mandates
+        .as_array()
+        .context("mandates")?
+        .iter()
+        .filter_map(|m| m["price_sat"].as_u64())
+        .collect();
+    assert_eq!(prices, vec![111, 222]);
     Ok(())
 }
