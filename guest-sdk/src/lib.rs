@@ -1,6 +1,6 @@
 //! The guest SDK for bitwrk `wasm` articles: an article is a plain function from named
 //! [`Inputs`] to named [`Outputs`], exported with [`article!`]; this crate hides the
-//! WIT world of PROTOCOL §7 (`wit/article.wit`) and wit-bindgen behind it.
+//! WIT world of PROTOCOL §9 (`wit/article.wit`) and wit-bindgen behind it.
 //!
 //! **Architecture Invariant:** this crate depends on no host crate and uses no std
 //! feature the sandbox refuses (no filesystem, no sockets, no environment), so that a

@@ -1,4 +1,4 @@
-//! The allowed-imports check (PROTOCOL §7): a `wasm` article is a WebAssembly component
+//! The allowed-imports check (PROTOCOL §9): a `wasm` article is a WebAssembly component
 //! whose imports are our `log` function plus the few WASI 0.2 interfaces that Rust's `std`
 //! links for a wasm32-wasip2 component. The sandbox provides each of them in a harmless
 //! form (no args, empty environment, stdout/stderr captured to the run's log with a size
