@@ -15,6 +15,7 @@ const PACKAGES: &[&str] = &[
     "article-raytrace",
     "article-wordcount",
     "article-thumbnail",
+    "article-checksum",
     "hostile-echo",
     "hostile-spin",
     "hostile-membomb",

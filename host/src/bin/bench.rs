@@ -97,15 +97,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
 
     let (manifest, module) = bitwrk_host::local_articles::load("wordcount")?;
-    // The same module with room for a 50 MB text, for the transfer figure (the guest
-    // itself refuses texts over 4 MiB after the transfer, so those trades end `bad_input`).
-    let mut big = manifest.clone();
-    big.name = "wordcount-bench-large".into();
-    big.inputs[0].max_bytes = 64 << 20;
+    // The re-send figure needs an article that takes a 50 MB input and answers in a few
+    // bytes (wordcount takes 4 MiB): `checksum` (64 MiB in, ~140 B out).
+    let (big, big_module) = bitwrk_host::local_articles::load("checksum")?;
     let client = ExchangeClient::connect(&exchange_url).await?;
     let publisher = bitwrk_protocol::PrivateKey::generate();
     client.publish(&publisher, &manifest, &module).await?;
-    client.publish(&publisher, &big, &module).await?;
+    client.publish(&publisher, &big, &big_module).await?;
 
     let host_args = |sell: Vec<String>, mandate: &str| RunArgs {
         exchange: Some(exchange_url.clone()),
@@ -284,7 +282,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 &node,
                 BuyRequest {
                     article: big_article,
-                    inputs: vec![("text".into(), data)],
+                    inputs: vec![("data".into(), data)],
                     price: Some(Sat(100)),
                 },
                 Some(&progress),
@@ -352,21 +350,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     node.settled().await;
     let l = client.ledger().await?;
+    let conserved = l.available_sat.0 + l.blocked_sat.0 + l.fees_sat.0 == l.created_sat.0;
     println!(
         "ledger: created {} = available {} + blocked {} + fees {}: {}",
         l.created_sat.0,
         l.available_sat.0,
         l.blocked_sat.0,
         l.fees_sat.0,
-        if l.available_sat.0 + l.blocked_sat.0 + l.fees_sat.0 == l.created_sat.0 {
-            "conserved"
-        } else {
-            "NOT conserved"
-        }
+        if conserved { "conserved" } else { "NOT conserved" }
     );
     seller.stop().await;
     buyer.stop().await;
     exchange_shutdown.cancel();
     let _ = exchange.await;
+    // A figure from a failed trade is no figure: the bench fails if any measured trade
+    // did (the sequential ones already stopped it at the first failure).
+    let par_failed = failed.lock().expect("lock").len();
+    anyhow::ensure!(par_failed == 0, "{par_failed} of the parallel trades failed");
+    r1.map_err(|e| anyhow::anyhow!("the first send of the re-send figure failed: {e}"))?;
+    r2.map_err(|e| anyhow::anyhow!("the re-send failed: {e}"))?;
+    anyhow::ensure!(conserved, "money was not conserved");
     Ok(())
 }
