@@ -182,7 +182,7 @@ pub fn document() -> Value {
                 "matched_ms": {"type": "integer"}, "work_hash": nullable(&hash), "secret_hash": nullable(&hash),
                 "worker_url": nullable(&json!({"type": "string"})), "enc_result_hash": nullable(&hash),
                 "dispute_deposit_sat": sat,
-                "reason": nullable(&json!({"type": "string", "enum": ["bad_input", "trap", "fuel_exhausted", "memory_exceeded",
+                "reason": nullable(&json!({"type": "string", "enum": ["bad_input", "failed", "trap", "fuel_exhausted", "memory_exceeded",
                     "timeout", "output_too_large", "unsupported", "internal"]})),
                 "settlement": nullable(&json!({"type": "string", "enum": ["paid_seller", "refunded_buyer", "lapsed",
                     "dispute_seller_fault", "dispute_buyer_fault"]})),

@@ -741,6 +741,7 @@ impl Attempt<'_> {
                     // The work itself failed: another seller would fail the same way.
                     Some(
                         r @ (ReasonCode::BadInput
+                        | ReasonCode::Failed
                         | ReasonCode::Trap
                         | ReasonCode::FuelExhausted
                         | ReasonCode::MemoryExceeded

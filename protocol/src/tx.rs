@@ -241,6 +241,8 @@ impl fmt::Display for Settlement {
 #[serde(rename_all = "snake_case")]
 pub enum ReasonCode {
     BadInput,
+    /// The article itself reported that it failed (the guest ABI's `failed`).
+    Failed,
     Trap,
     FuelExhausted,
     MemoryExceeded,
@@ -251,8 +253,9 @@ pub enum ReasonCode {
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 8] = [
+    pub const ALL: [ReasonCode; 9] = [
         ReasonCode::BadInput,
+        ReasonCode::Failed,
         ReasonCode::Trap,
         ReasonCode::FuelExhausted,
         ReasonCode::MemoryExceeded,
@@ -265,6 +268,7 @@ impl ReasonCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ReasonCode::BadInput => "bad_input",
+            ReasonCode::Failed => "failed",
             ReasonCode::Trap => "trap",
             ReasonCode::FuelExhausted => "fuel_exhausted",
             ReasonCode::MemoryExceeded => "memory_exceeded",

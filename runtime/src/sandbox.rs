@@ -386,7 +386,7 @@ impl Sandbox {
                     RunError::bad_input(format!("the article refused its input: {s}"))
                 }
                 bindings::RunError::Failed(s) => {
-                    RunError::new(ReasonCode::Trap, format!("the article failed: {s}"))
+                    RunError::new(ReasonCode::Failed, format!("the article failed: {s}"))
                 }
             }),
             Ok(Ok(Ok(blobs))) => {
@@ -461,10 +461,12 @@ fn classify(
             format!("the article called exit({}){tail}", exit.0),
         );
     }
-    if err.downcast_ref::<Trap>().is_some() {
+    if let Some(trap) = err.downcast_ref::<Trap>() {
+        // The trap itself, not the error's outermost layer (wasmtime's wasm backtrace, a
+        // list of mangled frames of no use to a buyer); a panic's message is in the log.
         return RunError::new(
             ReasonCode::Trap,
-            format!("the article trapped during {during}: {err}{tail}"),
+            format!("the article trapped during {during}: {trap}{tail}"),
         );
     }
     match during {
@@ -479,8 +481,23 @@ fn classify(
 }
 
 /// The end of the log, for messages: a panic message is usually the last thing printed.
+/// A Rust panic is cut to its message (from `panicked at` up to the hint or backtrace
+/// std prints after it): a list of mangled frames is of no use to a buyer.
 fn log_tail(log: &str) -> String {
     const TAIL_CHARS: usize = 400;
+    let log = match log.rfind("panicked at ") {
+        Some(at) => {
+            let start = log[..at].rfind('\n').map_or(0, |i| i + 1);
+            let panic = &log[start..];
+            let end = ["\nnote: run with", "\nstack backtrace:"]
+                .iter()
+                .filter_map(|cut| panic.find(cut))
+                .min()
+                .unwrap_or(panic.len());
+            &panic[..end]
+        }
+        None => log,
+    };
     let trimmed = log.trim_end();
     if trimmed.is_empty() {
         return String::new();

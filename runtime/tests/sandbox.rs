@@ -241,11 +241,14 @@ fn deep_recursion_ends_by_stack_limit() {
 #[test]
 fn panic_is_a_trap_with_the_message() {
     let a = load("panic", &[("a", 1)], &[("out", 1)], FUEL, MEMORY, WALL_MS);
-    expect_err(
+    let e = expect_err(
         sandbox().run(&a, vec![input("a", b"")]),
         ReasonCode::Trap,
         "hostile guest panics on purpose",
     );
+    // The message, not wasmtime's backtrace of mangled wasm frames.
+    assert!(!e.message.contains("backtrace") && !e.message.contains("!<"), "{}", e.message);
+    assert!(e.message.len() < 1000, "{}", e.message);
 }
 
 #[test]
@@ -253,6 +256,8 @@ fn outputs_are_checked_after_the_run() {
     let a = load("output", &[("mode", 16)], &[("out", 1 << 20)], FUEL, 256 << 20, WALL_MS);
     let run = |mode: &str| sandbox().run(&a, vec![input("mode", mode.as_bytes())]);
     assert_eq!(run("ok").unwrap().outputs, vec![input("out", b"fine")]);
+    // The guest's own failure has its own reason code.
+    expect_err(run("fail"), ReasonCode::Failed, "mode fail asked for");
     expect_err(run("huge"), ReasonCode::OutputTooLarge, "67108864 bytes");
     expect_err(run("undeclared"), ReasonCode::Trap, "\"secret\", which is not declared");
     expect_err(run("twice"), ReasonCode::Trap, "twice");

@@ -1,7 +1,7 @@
 //! Hostile test article: input `mode` picks a misbehaviour with the outputs: `huge`
 //! (64 MiB for `out`), `undeclared` (an output `secret` nobody declared), `twice` (`out`
-//! two times), `none` (no output at all), `error` (the guest's own failure), `ok` (one
-//! small `out`).
+//! two times), `none` (no output at all), `error` (the guest refuses its input), `fail`
+//! (the guest reports its own failure), `ok` (one small `out`).
 
 wit_bindgen::generate!({ path: "../../../guest-sdk/wit", world: "article" });
 
@@ -23,6 +23,7 @@ impl Guest for Output {
             "twice" => Ok(vec![out(b"1".to_vec()), out(b"2".to_vec())]),
             "none" => Ok(vec![]),
             "error" => Err(RunError::InvalidInput("mode error asked for".into())),
+            "fail" => Err(RunError::Failed("mode fail asked for".into())),
             "ok" => Ok(vec![out(b"fine".to_vec())]),
             other => Err(RunError::InvalidInput(format!("unknown mode {other:?}"))),
         }
