@@ -56,7 +56,7 @@ pub struct PublishArgs {
     /// The article's source directory (built with `article build`).
     pub dir: PathBuf,
     /// The exchange's URL.
-    #[arg(long, env = "BITWRK_EXCHANGE", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "BITWRK_EXCHANGE", default_value = crate::EXCHANGE_URL_DEFAULT)]
     pub exchange: String,
 }
 
@@ -176,18 +176,43 @@ fn read_built(dir: &Path) -> anyhow::Result<(Manifest, Vec<u8>)> {
     };
     let table: toml::Table = toml::from_str(&text)?;
     let package = package(dir, &table)?;
-    let module = read_module(&package.wasm_path)
-        .with_context(|| format!("run `bitwrk-host article build {}` first", dir.display()))?;
-    let got = Hash32::of(&module);
-    if got != expected {
-        bail!(
+    // Where cargo builds now, else where this binary was built (`cargo build-articles`
+    // writes there): the module is found whatever CARGO_TARGET_DIR says at run time.
+    let mut candidates = vec![package.wasm_path.clone()];
+    if let Some(t) = crate::local_articles::exe_target_dir() {
+        candidates.push(wasm_path_in(&t, &package.name));
+    }
+    candidates.dedup();
+    let mut stale = None;
+    for path in &candidates {
+        if !path.is_file() {
+            continue;
+        }
+        let module = read_module(path)?;
+        let got = Hash32::of(&module);
+        if got == expected {
+            return Ok((manifest, module));
+        }
+        stale.get_or_insert((path, got));
+    }
+    match stale {
+        Some((path, got)) => bail!(
             "{} has SHA256 {got}, but {} says {expected}: run `bitwrk-host article build {}`",
-            package.wasm_path.display(),
+            path.display(),
             manifest_path.display(),
             dir.display()
-        );
+        ),
+        None => bail!(
+            "the module is not built (looked for {}): run `bitwrk-host article build {}` first",
+            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            dir.display()
+        ),
     }
-    Ok((manifest, module))
+}
+
+/// The component cargo builds for `package` under target dir `target`.
+fn wasm_path_in(target: &Path, package: &str) -> PathBuf {
+    target.join(WASM_TARGET).join("release").join(format!("{}.wasm", package.replace('-', "_")))
 }
 
 fn package(dir: &Path, table: &toml::Table) -> anyhow::Result<Package> {
@@ -211,10 +236,7 @@ fn package(dir: &Path, table: &toml::Table) -> anyhow::Result<Package> {
                 .to_string()
         }
     };
-    let wasm_path = target_dir(dir)?
-        .join(WASM_TARGET)
-        .join("release")
-        .join(format!("{}.wasm", name.replace('-', "_")));
+    let wasm_path = wasm_path_in(&target_dir(dir)?, &name);
     Ok(Package { name, wasm_path })
 }
 

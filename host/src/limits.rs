@@ -22,7 +22,8 @@ pub const STORE_PENDING_BYTES_MAX: u64 = 64 << 20;
 /// Bids a buyer places for one request before it gives up: the first plus two retries
 /// after a seller that was unreachable, died, stalled or sent garbage.
 pub const BUY_ATTEMPTS_MAX: u32 = 3;
-/// Price of a buy when the request names none and the book has no sell to follow.
+/// Price of a buy when the request names none and the book has no sell to follow
+/// (documented in README.md and in `buy --help`: change them with it).
 pub const BUY_PRICE_FALLBACK_SAT: u64 = 1_000;
 /// Largest request body the buying proxy takes (all inputs together): the manifest cap
 /// of one input is 1 GiB, but the proxy holds the work in memory; 1 GiB total.
