@@ -58,7 +58,8 @@ fn help_shows_the_defaults() -> anyhow::Result<()> {
 }
 
 /// `article run DIR` finds the module `cargo build-articles` built even when
-/// `CARGO_TARGET_DIR` now names another (empty) target dir, and from outside the checkout.
+/// `CARGO_TARGET_DIR` now names another (empty) target dir, or cargo cannot be run, and
+/// from outside the checkout.
 #[test]
 fn article_run_finds_the_module_whatever_cargo_target_dir_says() -> anyhow::Result<()> {
     let (_, host) = harness::binaries();
@@ -66,26 +67,34 @@ fn article_run_finds_the_module_whatever_cargo_target_dir_says() -> anyhow::Resu
     let article = bitwrk_host::local_articles::workspace_root().join("articles/wordcount");
     let text = dir.path().join("book.txt");
     std::fs::write(&text, "to be or not to be")?;
-    let out = Command::new(host)
-        .current_dir(dir.path())
-        .env("CARGO_TARGET_DIR", dir.path().join("elsewhere"))
-        .arg("--data-dir")
-        .arg(dir.path().join("host"))
-        .args(["article", "run"])
-        .arg(&article)
-        .arg("-i")
-        .arg(format!("text=@{}", text.display()))
-        .arg("-o")
-        .arg(dir.path().join("out"))
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "article run failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let counts: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("out/counts"))?)?;
-    anyhow::ensure!(counts["total_words"] == 6, "wrong counts: {counts}");
+    let elsewhere = dir.path().join("elsewhere");
+    let no_cargo = dir.path().join("no-cargo");
+    for (case, var, value) in
+        [("another target dir", "CARGO_TARGET_DIR", &elsewhere), ("no cargo", "CARGO", &no_cargo)]
+    {
+        let out_dir = dir.path().join(format!("out-{var}"));
+        let out = Command::new(host)
+            .current_dir(dir.path())
+            .env_remove("CARGO_TARGET_DIR")
+            .env(var, value)
+            .arg("--data-dir")
+            .arg(dir.path().join("host"))
+            .args(["article", "run"])
+            .arg(&article)
+            .arg("-i")
+            .arg(format!("text=@{}", text.display()))
+            .arg("-o")
+            .arg(&out_dir)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "article run with {case} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let counts: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out_dir.join("counts"))?)?;
+        anyhow::ensure!(counts["total_words"] == 6, "{case}: wrong counts: {counts}");
+    }
     Ok(())
 }
 
