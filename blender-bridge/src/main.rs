@@ -8,7 +8,7 @@ use bitwrk_blender_bridge::{Bridge, BridgeConfig, bench};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(version, about = "Seller side of bitwrk's Blender article")]
+#[command(version, about = "Seller side of bitwrk's Blender article", help_expected = true)]
 struct Cli {
     /// The Blender executable.
     #[arg(long, env = "BITWRK_BLENDER", default_value = "blender", global = true)]
@@ -22,15 +22,26 @@ enum Cmd {
     /// Print the Blender version, the article id and manifest, and the active confinement layers.
     Info,
     /// Render one tile: SCENE (.blend) and JOB (tile job JSON) to OUT (OpenEXR).
-    Render { scene: PathBuf, job: PathBuf, out: PathBuf },
+    Render {
+        /// The scene, a .blend file.
+        scene: PathBuf,
+        /// The tile job (JSON: the tile's rectangle and samples).
+        job: PathBuf,
+        /// Where to write the rendered tile (OpenEXR).
+        out: PathBuf,
+    },
     /// CPU of NxN tiles through the bridge against one local render of the same frame.
     Bench {
+        /// Frame width in pixels.
         #[arg(long, default_value_t = 320)]
         width: u32,
+        /// Frame height in pixels.
         #[arg(long, default_value_t = 240)]
         height: u32,
+        /// Cycles samples per pixel.
         #[arg(long, default_value_t = 128)]
         samples: u32,
+        /// Tile grids to measure, N for NxN tiles (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "2,4")]
         grids: Vec<u32>,
         /// Repeat the whole measurement (the machine is shared: figures are noisy).
@@ -56,6 +67,7 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(log_colours())
         .init();
     let cli = Cli::parse();
     let blender = find_blender(cli.blender)?;
@@ -118,4 +130,22 @@ fn run(cmd: Cmd, blender: PathBuf, tmp: &std::path::Path) -> anyhow::Result<()> 
         }
     }
     Ok(())
+}
+
+/// Colour codes in the logs only when stderr is a terminal and `NO_COLOR` is unset or
+/// empty (<https://no-color.org>): a log redirected to a file or a pipe stays plain text.
+fn log_colours() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Every flag has a description (`help_expected`), and clap's own checks pass.
+    #[test]
+    fn every_flag_is_described() {
+        super::Cli::command().debug_assert();
+    }
 }

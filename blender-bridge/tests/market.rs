@@ -77,7 +77,7 @@ fn addon_buys_tiles_from_a_seller_host_and_the_frame_equals_a_local_render() {
                 "0",
                 "--ext-port",
                 "0",
-                "--ext-addr",
+                "--ext-bind",
                 "127.0.0.1",
                 "--blender",
                 &blender_arg,

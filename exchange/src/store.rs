@@ -49,6 +49,8 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        tracing::info!(db = %shown.display(), "database opened");
         Ok(Store { conn })
     }
 

@@ -56,7 +56,7 @@ pub struct PublishArgs {
     /// The article's source directory (built with `article build`).
     pub dir: PathBuf,
     /// The exchange's URL.
-    #[arg(long, env = "BITWRK_EXCHANGE", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "BITWRK_EXCHANGE", default_value = crate::EXCHANGE_URL_DEFAULT)]
     pub exchange: String,
 }
 
@@ -175,25 +175,62 @@ fn read_built(dir: &Path) -> anyhow::Result<(Manifest, Vec<u8>)> {
         return Ok((manifest, Vec::new()));
     };
     let table: toml::Table = toml::from_str(&text)?;
-    let package = package(dir, &table)?;
-    let module = read_module(&package.wasm_path)
-        .with_context(|| format!("run `bitwrk-host article build {}` first", dir.display()))?;
-    let got = Hash32::of(&module);
-    if got != expected {
-        bail!(
+    let name = package_name(dir, &table)?;
+    // Where cargo builds now, else where this binary was built (`cargo build-articles`
+    // writes there): the module is found whatever CARGO_TARGET_DIR says at run time, and
+    // without cargo at all.
+    let mut candidates = Vec::new();
+    match target_dir(dir) {
+        Ok(t) => candidates.push(wasm_path_in(&t, &name)),
+        Err(e) => tracing::debug!(error = %format!("{e:#}"), "no cargo target dir"),
+    }
+    if let Some(t) = crate::local_articles::exe_target_dir() {
+        candidates.push(wasm_path_in(&t, &name));
+    }
+    candidates.dedup();
+    let mut stale = None;
+    for path in &candidates {
+        if !path.is_file() {
+            continue;
+        }
+        let module = read_module(path)?;
+        let got = Hash32::of(&module);
+        if got == expected {
+            return Ok((manifest, module));
+        }
+        stale.get_or_insert((path, got));
+    }
+    match stale {
+        Some((path, got)) => bail!(
             "{} has SHA256 {got}, but {} says {expected}: run `bitwrk-host article build {}`",
-            package.wasm_path.display(),
+            path.display(),
             manifest_path.display(),
             dir.display()
-        );
+        ),
+        None => bail!(
+            "the module is not built (looked for {}): run `bitwrk-host article build {}` first",
+            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            dir.display()
+        ),
     }
-    Ok((manifest, module))
+}
+
+/// The component cargo builds for `package` under target dir `target`.
+fn wasm_path_in(target: &Path, package: &str) -> PathBuf {
+    target.join(WASM_TARGET).join("release").join(format!("{}.wasm", package.replace('-', "_")))
 }
 
 fn package(dir: &Path, table: &toml::Table) -> anyhow::Result<Package> {
+    let name = package_name(dir, table)?;
+    let wasm_path = wasm_path_in(&target_dir(dir)?, &name);
+    Ok(Package { name, wasm_path })
+}
+
+/// The cargo package an article directory builds: `[build] package`, else DIR/Cargo.toml's.
+fn package_name(dir: &Path, table: &toml::Table) -> anyhow::Result<String> {
     let from_build = table.get("build").and_then(|b| b.get("package")).and_then(|p| p.as_str());
-    let name = match from_build {
-        Some(p) => p.to_string(),
+    match from_build {
+        Some(p) => Ok(p.to_string()),
         None => {
             let cargo_toml = dir.join("Cargo.toml");
             let text = std::fs::read_to_string(&cargo_toml).with_context(|| {
@@ -204,18 +241,13 @@ fn package(dir: &Path, table: &toml::Table) -> anyhow::Result<Package> {
             })?;
             let t: toml::Table =
                 toml::from_str(&text).with_context(|| format!("{}", cargo_toml.display()))?;
-            t.get("package")
+            Ok(t.get("package")
                 .and_then(|p| p.get("name"))
                 .and_then(|n| n.as_str())
                 .with_context(|| format!("{} has no package name", cargo_toml.display()))?
-                .to_string()
+                .to_string())
         }
-    };
-    let wasm_path = target_dir(dir)?
-        .join(WASM_TARGET)
-        .join("release")
-        .join(format!("{}.wasm", name.replace('-', "_")));
-    Ok(Package { name, wasm_path })
+    }
 }
 
 /// cargo's target dir for the package in `dir` (CARGO_TARGET_DIR, else `cargo metadata`).

@@ -25,11 +25,11 @@ pub struct BuyArgs {
     /// Where to write the output; with several outputs, a directory (one file per output).
     #[arg(long, short = 'o')]
     pub output: PathBuf,
-    /// Highest price in sat [default: the lowest ask in the book].
+    /// Highest price in sat [default: the lowest ask in the book, 1000 sat when it has none].
     #[arg(long)]
     pub price: Option<u64>,
     /// The exchange's URL.
-    #[arg(long, env = "BITWRK_EXCHANGE")]
+    #[arg(long, env = "BITWRK_EXCHANGE", default_value = crate::EXCHANGE_URL_DEFAULT)]
     pub exchange: String,
     /// Bound of the content store on disk, in bytes.
     #[arg(long, env = "BITWRK_STORE_MAX_BYTES", default_value_t = crate::limits::STORE_BYTES_DEFAULT)]

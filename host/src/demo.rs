@@ -25,9 +25,10 @@ pub struct DemoArgs {
     /// The scene [default: articles/raytrace/scenes/demo.json of this checkout].
     #[arg(long)]
     pub scene: Option<PathBuf>,
-    /// Tiles across and down (each tile is one trade).
+    /// Tiles across (each tile is one trade).
     #[arg(long, default_value_t = 4)]
     pub tiles_x: u32,
+    /// Tiles down (each tile is one trade).
     #[arg(long, default_value_t = 3)]
     pub tiles_y: u32,
     /// Samples per pixel (overrides the scene's; fewer is faster).
@@ -94,7 +95,8 @@ async fn run_async(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> 
         exchange_port: 0,
         int_port: 0,
         ext_port: if sell { 0 } else { -1 },
-        ext_addr: sell.then_some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        ext_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ext_addr: crate::run_cmd::ExtAddr::Auto,
         num_unmatched_bids: 1,
         sell: if sell {
             vec![format!("{article}:{}", args.price).parse().expect("valid spec")]
@@ -125,7 +127,7 @@ async fn run_async(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> 
     let buyer_addr = buyer.node.key.address();
     println!(
         "seller     {seller_addr}  worker {}  admin http://{}/",
-        seller.ext_addr.map(|a| a.to_string()).unwrap_or_default(),
+        seller.worker_url.as_deref().unwrap_or_default(),
         seller.int_addr
     );
     println!("buyer      {buyer_addr}  proxy  http://{}/buy/raytrace", buyer.int_addr);

@@ -17,7 +17,14 @@ pub enum IdentityCmd {
         message: String,
     },
     /// Verify a Bitcoin signed message; exit 0 and print `valid`, or exit 1 and say why.
-    Verify { address: String, signature: String, message: String },
+    Verify {
+        /// The signer's address (Base58, as `identity show` prints it).
+        address: String,
+        /// The base64 signature (as `identity sign` prints it).
+        signature: String,
+        /// The exact text that was signed.
+        message: String,
+    },
 }
 
 pub fn run(cmd: IdentityCmd, data_dir: &Path) -> anyhow::Result<ExitCode> {

@@ -30,7 +30,8 @@ pub const BUY_ATTEMPTS_MAX: u32 = 3;
 /// Wait before uploading evidence again when the exchange answers `busy` (it checks a
 /// few disputes' evidence at a time).
 pub const EVIDENCE_RETRY_BACKOFF: Duration = Duration::from_millis(500);
-/// Price of a buy when the request names none and the book has no sell to follow.
+/// Price of a buy when the request names none and the book has no sell to follow
+/// (documented in README.md and in `buy --help`: change them with it).
 pub const BUY_PRICE_FALLBACK_SAT: u64 = 1_000;
 /// Largest request body the buying proxy takes (all inputs together): the manifest cap
 /// of one input is 1 GiB, but the proxy holds the work in memory; 1 GiB total.

@@ -16,13 +16,26 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Where `cargo build-articles` puts the components: `$CARGO_TARGET_DIR` if set, else
-/// `<workspace>/target`.
+/// Where `cargo build-articles` puts the components: under `$CARGO_TARGET_DIR` if set and
+/// built there, else under the target dir this binary was built in (`cargo build-articles`
+/// and `cargo build` share it), else under `<workspace>/target`.
 pub fn wasm_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    target.join("wasm32-wasip2").join("release")
+    let sub = |t: &Path| t.join(WASM_TARGET).join("release");
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(|t| sub(Path::new(&t)))
+        .filter(|d| d.is_dir())
+        .or_else(|| exe_target_dir().map(|t| sub(&t)))
+        .unwrap_or_else(|| sub(&workspace_root().join("target")))
+}
+
+/// The wasm target the articles are built for (a directory of that name in a target dir).
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// The cargo target dir this binary was built in, when it holds wasm builds:
+/// `target/<profile>/bitwrk-host` or `target/<profile>/deps/<test binary>` give `target`.
+pub fn exe_target_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors().skip(2).take(2).find(|d| d.join(WASM_TARGET).is_dir()).map(Path::to_path_buf)
 }
 
 /// Manifest (with `module_sha256`) and module bytes of example article `name`.

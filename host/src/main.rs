@@ -8,7 +8,12 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "bitwrk-host", version, about = "bitwrk host: buy and sell computing power")]
+#[command(
+    name = "bitwrk-host",
+    version,
+    about = "bitwrk host: buy and sell computing power",
+    help_expected = true
+)]
 struct Cli {
     /// Where the key, content store and settings live [default: ~/.bitwrk-host].
     #[arg(long, global = true, env = "BITWRK_DATA_DIR")]
@@ -53,5 +58,16 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Every flag has a description (`help_expected`), and clap's own checks pass.
+    #[test]
+    fn every_flag_is_described() {
+        super::Cli::command().debug_assert();
     }
 }

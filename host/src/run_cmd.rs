@@ -36,10 +36,14 @@ pub struct RunArgs {
     /// External port buyers reach this host's worker on; -1 turns selling off (0: a free one).
     #[arg(long, env = "BITWRK_EXT_PORT", default_value_t = -1, allow_negative_numbers = true)]
     pub ext_port: i32,
-    /// Address to bind the external port to and to tell buyers; default: bind all
-    /// interfaces and tell buyers this machine's first non-loopback IPv4 address.
-    #[arg(long, env = "BITWRK_EXT_ADDR")]
-    pub ext_addr: Option<IpAddr>,
+    /// Address the external port binds to (0.0.0.0: every interface).
+    #[arg(long, env = "BITWRK_EXT_BIND", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    pub ext_bind: IpAddr,
+    /// Where buyers reach the external port: an IP address, a host name, or `auto` (the
+    /// --ext-bind address if it is one, else the address of the interface this machine
+    /// reaches the outside through). Behind NAT give the public address or name.
+    #[arg(long, env = "BITWRK_EXT_ADDR", default_value_t = ExtAddr::Auto, value_name = "ADDR|HOST|auto")]
+    pub ext_addr: ExtAddr,
     /// Unmatched sell bids kept open per sold article.
     #[arg(long, env = "BITWRK_NUM_UNMATCHED_BIDS", default_value_t = 1)]
     pub num_unmatched_bids: usize,
@@ -92,7 +96,10 @@ pub struct RunArgs {
 /// A host that is up: where it listens and how to stop it.
 pub struct RunningHost {
     pub int_addr: SocketAddr,
+    /// The address the external port is bound to.
     pub ext_addr: Option<SocketAddr>,
+    /// The worker URL sellers' bids tell buyers (`--ext-addr` and the bound port).
+    pub worker_url: Option<String>,
     pub exchange_url: String,
     pub node: Arc<Node>,
     pub state: Arc<HostState>,
@@ -200,20 +207,24 @@ pub async fn start(
 
     // External port first: its address goes into every sell bid's establish.
     let mut ext_addr = None;
+    let mut told_worker_url = None;
     let mut seller = None;
     if args.ext_port >= 0 {
         let port =
             u16::try_from(args.ext_port).context("--ext-port must be -1 or a port number")?;
-        let bind_ip = args.ext_addr.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let bind_ip = args.ext_bind;
         let listener = TcpListener::bind((bind_ip, port))
             .await
             .with_context(|| format!("binding the external port {bind_ip}:{port}"))?;
         let bound = listener.local_addr()?;
-        let told_ip = match args.ext_addr {
-            Some(ip) => ip,
-            None => first_external_ipv4().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        };
-        let worker_url = format!("http://{}/v1/work", SocketAddr::new(told_ip, bound.port()));
+        let told = advertised_host(&args.ext_addr, bind_ip)?;
+        if let ExtAddr::Host(name) = &args.ext_addr
+            && tokio::net::lookup_host((name.as_str(), bound.port())).await.is_err()
+        {
+            // Not fatal: the name may resolve where the buyers are (public DNS).
+            tracing::warn!(host = %name, "--ext-addr does not resolve here; buyers must resolve it");
+        }
+        let worker_url = format!("http://{told}:{}/v1/work", bound.port());
         let cache_dir = data_dir.join("module-cache");
         let worker_slots = args.worker_slots.unwrap_or_else(num_cores).max(1);
         let mut sandbox_config = bitwrk_runtime::SandboxConfig::new(cache_dir);
@@ -252,7 +263,8 @@ pub async fn start(
             }
         }));
         tracing::info!(addr = %bound, %worker_url, "external port (worker) listening");
-        ext_addr = Some(SocketAddr::new(told_ip, bound.port()));
+        ext_addr = Some(bound);
+        told_worker_url = Some(worker_url);
         seller = Some(s);
     } else if !args.sell.is_empty() {
         anyhow::bail!(
@@ -279,6 +291,7 @@ pub async fn start(
     Ok(RunningHost {
         int_addr,
         ext_addr,
+        worker_url: told_worker_url,
         exchange_url,
         node,
         state,
@@ -316,6 +329,107 @@ fn num_cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
+/// `--ext-addr`: what buyers are told to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtAddr {
+    /// The --ext-bind address if it is one, else the outbound interface's address.
+    Auto,
+    /// An address (never the unspecified 0.0.0.0 or ::, which no buyer can connect to).
+    Ip(IpAddr),
+    /// A DNS name, lower-cased.
+    Host(String),
+}
+
+/// Longest DNS name (RFC 1035: 255 bytes on the wire, 253 as text).
+const HOST_NAME_BYTES_MAX: usize = 253;
+/// Longest label of a DNS name (RFC 1035).
+const HOST_LABEL_BYTES_MAX: usize = 63;
+
+impl std::str::FromStr for ExtAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "auto" {
+            return Ok(ExtAddr::Auto);
+        }
+        let unbracketed = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
+        if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+            if ip.is_unspecified() {
+                return Err(format!(
+                    "{s} means \"every interface\" when binding, but buyers cannot connect to it: \
+                     give this machine's address or host name as buyers reach it, or auto \
+                     (to bind every interface, that is --ext-bind {s})"
+                ));
+            }
+            return Ok(ExtAddr::Ip(ip));
+        }
+        let name = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= HOST_LABEL_BYTES_MAX
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        // A name that is all digits and dots is a mistyped IPv4 address, not a host.
+        let numeric = name.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        if name.len() <= HOST_NAME_BYTES_MAX && !numeric && name.split('.').all(label_ok) {
+            Ok(ExtAddr::Host(name))
+        } else {
+            Err(format!("{s:?} is neither an IP address, a host name nor auto"))
+        }
+    }
+}
+
+impl std::fmt::Display for ExtAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExtAddr::Auto => f.write_str("auto"),
+            ExtAddr::Ip(ip) => write!(f, "{ip}"),
+            ExtAddr::Host(h) => f.write_str(h),
+        }
+    }
+}
+
+/// The host part of the worker URL (an IPv6 address in brackets) for `--ext-addr`, with
+/// the external port bound to `bind`.
+fn advertised_host(ext_addr: &ExtAddr, bind: IpAddr) -> anyhow::Result<String> {
+    let ip = match ext_addr {
+        ExtAddr::Host(name) => return Ok(name.clone()),
+        ExtAddr::Ip(ip) => *ip,
+        ExtAddr::Auto if !bind.is_unspecified() => bind,
+        ExtAddr::Auto => outbound_ip(bind).or_else(first_external_ipv4).context(
+            "--ext-addr auto found no network address of this machine: give --ext-addr \
+                 (an IP address or host name buyers reach this machine at; 127.0.0.1 for \
+                 buyers on this machine only)",
+        )?,
+    };
+    Ok(match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    })
+}
+
+/// The address of the interface this machine's traffic to the outside leaves through: a
+/// UDP socket "connected" to a documentation address (RFC 5737 / 3849) asks the kernel
+/// for the route and sends nothing.
+fn outbound_ip(bind: IpAddr) -> Option<IpAddr> {
+    let targets: [SocketAddr; 2] =
+        [([192, 0, 2, 1], 9).into(), ("2001:db8::1".parse::<IpAddr>().ok()?, 9).into()];
+    // A v4 socket takes v4 buyers only; `::` takes both (dual stack), v4 first.
+    targets.into_iter().filter(|t| !(bind.is_ipv4() && t.is_ipv6())).find_map(|target| {
+        let local: SocketAddr = if target.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = std::net::UdpSocket::bind(local).ok()?;
+        socket.connect(target).ok()?;
+        let ip = socket.local_addr().ok()?.ip();
+        (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
+    })
+}
+
 /// This machine's first non-loopback IPv4 address (what buyers elsewhere can reach).
 fn first_external_ipv4() -> Option<IpAddr> {
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
@@ -349,8 +463,9 @@ fn first_external_ipv4() -> Option<IpAddr> {
 /// The line `run` prints on stdout once it serves, for scripts and tests to read.
 pub fn ready_line(h: &RunningHost) -> String {
     let ext = h.ext_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+    let worker = h.worker_url.as_deref().unwrap_or("-");
     format!(
-        "bitwrk-host ready int={} ext={ext} exchange={} address={}",
+        "bitwrk-host ready int={} ext={ext} worker={worker} exchange={} address={}",
         h.int_addr,
         h.exchange_url,
         h.node.key.address()
@@ -379,15 +494,16 @@ pub fn sub_dir(base: &Path, name: &str) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use clap::Parser as _;
 
     #[derive(clap::Parser)]
     struct Cli {
         #[command(flatten)]
-        run: super::RunArgs,
+        run: RunArgs,
     }
 
-    fn parse(args: &[&str]) -> Result<super::RunArgs, clap::Error> {
+    fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
         Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied())).map(|c| c.run)
     }
 
@@ -400,5 +516,41 @@ mod tests {
             .expect("the floor, and a buy that never waits");
         assert_eq!((run.permission_wait_ms, run.buy_permission_wait_ms), (1000, 0));
         assert!(parse(&["--permission-wait-ms", "999"]).is_err(), "a seller would spin");
+    }
+
+    fn check(given: &str, expected: Result<ExtAddr, &str>) {
+        match (given.parse::<ExtAddr>(), expected) {
+            (Ok(got), Ok(want)) => assert_eq!(got, want, "{given}"),
+            (Err(e), Err(part)) => assert!(e.contains(part), "{given}: {e}"),
+            (got, want) => panic!("{given}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn ext_addr_takes_auto_addresses_and_host_names() {
+        check("auto", Ok(ExtAddr::Auto));
+        check("192.168.1.5", Ok(ExtAddr::Ip("192.168.1.5".parse().unwrap())));
+        check("[2001:db8::5]", Ok(ExtAddr::Ip("2001:db8::5".parse().unwrap())));
+        check("Seller.Example.org.", Ok(ExtAddr::Host("seller.example.org".into())));
+        check("localhost", Ok(ExtAddr::Host("localhost".into())));
+        check("0.0.0.0", Err("--ext-bind 0.0.0.0"));
+        check("::", Err("buyers cannot connect"));
+        check("1.2.3", Err("neither"));
+        check("-bad.example", Err("neither"));
+        check("a_b.example", Err("neither"));
+        check("", Err("neither"));
+    }
+
+    #[test]
+    fn auto_advertises_the_bound_address_else_a_real_one() {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert_eq!(advertised_host(&ExtAddr::Auto, lo).unwrap(), "127.0.0.1");
+        assert_eq!(advertised_host(&ExtAddr::Auto, "::1".parse().unwrap()).unwrap(), "[::1]");
+        assert_eq!(advertised_host(&ExtAddr::Host("h.example".into()), lo).unwrap(), "h.example");
+        // Bound to every interface: some address of this machine, never 0.0.0.0.
+        if let Ok(h) = advertised_host(&ExtAddr::Auto, IpAddr::V4(Ipv4Addr::UNSPECIFIED)) {
+            let ip: IpAddr = h.trim_matches(['[', ']']).parse().unwrap();
+            assert!(!ip.is_unspecified() && !ip.is_loopback(), "{h}");
+        }
     }
 }

@@ -19,4 +19,6 @@ mod sandbox;
 
 pub use error::{RunError, RuntimeError};
 #[cfg(feature = "sandbox")]
-pub use sandbox::{LoadedArticle, RunOutput, Sandbox, SandboxConfig};
+pub use sandbox::{
+    CpuFeatures, LoadedArticle, RunOutput, Sandbox, SandboxConfig, cpu_features_report,
+};

@@ -49,6 +49,8 @@ pub struct SandboxConfig {
     pub max_concurrent_instances: u32,
     /// The wasm stack of each run.
     pub wasm_stack_bytes: usize,
+    /// Which CPU features Cranelift may use.
+    pub cpu_features: CpuFeatures,
 }
 
 impl SandboxConfig {
@@ -57,7 +59,99 @@ impl SandboxConfig {
             cache_dir: cache_dir.into(),
             max_concurrent_instances: limits::DEFAULT_CONCURRENT_INSTANCES,
             wasm_stack_bytes: limits::WASM_STACK_BYTES,
+            cpu_features: CpuFeatures::Host,
         }
+    }
+}
+
+/// The CPU features the sandbox compiles guests for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuFeatures {
+    /// Every feature this CPU has (wasmtime's default): what sellers run with.
+    Host,
+    /// Exactly the features this binary itself was compiled for (rustc's target features;
+    /// baseline x86-64 unless built with `-C target-cpu=…`), so that a guest and native
+    /// code of the same binary are compared like with like (the runtime bench).
+    AsCompiled,
+}
+
+/// x86-64 features: rustc's `target_feature` name, Cranelift's flag, and whether this
+/// binary was compiled with it. The ones Cranelift's x64 backend knows.
+#[cfg(target_arch = "x86_64")]
+const X86_FEATURES: &[(&str, &str, bool)] = &[
+    ("sse3", "has_sse3", cfg!(target_feature = "sse3")),
+    ("ssse3", "has_ssse3", cfg!(target_feature = "ssse3")),
+    ("cmpxchg16b", "has_cmpxchg16b", cfg!(target_feature = "cmpxchg16b")),
+    ("sse4.1", "has_sse41", cfg!(target_feature = "sse4.1")),
+    ("sse4.2", "has_sse42", cfg!(target_feature = "sse4.2")),
+    ("popcnt", "has_popcnt", cfg!(target_feature = "popcnt")),
+    ("avx", "has_avx", cfg!(target_feature = "avx")),
+    ("avx2", "has_avx2", cfg!(target_feature = "avx2")),
+    ("fma", "has_fma", cfg!(target_feature = "fma")),
+    ("bmi1", "has_bmi1", cfg!(target_feature = "bmi1")),
+    ("bmi2", "has_bmi2", cfg!(target_feature = "bmi2")),
+    ("lzcnt", "has_lzcnt", cfg!(target_feature = "lzcnt")),
+    ("avx512f", "has_avx512f", cfg!(target_feature = "avx512f")),
+    ("avx512vl", "has_avx512vl", cfg!(target_feature = "avx512vl")),
+    ("avx512dq", "has_avx512dq", cfg!(target_feature = "avx512dq")),
+    ("avx512bitalg", "has_avx512bitalg", cfg!(target_feature = "avx512bitalg")),
+    ("avx512vbmi", "has_avx512vbmi", cfg!(target_feature = "avx512vbmi")),
+    ("avx512vnni", "has_avx512vnni", cfg!(target_feature = "avx512vnni")),
+];
+
+/// Cranelift's CPU feature flags for [`CpuFeatures::AsCompiled`]: (flag, on). Empty where
+/// the features of this architecture are not mapped (the host's are used there).
+fn as_compiled_cranelift_flags() -> Vec<(&'static str, bool)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        X86_FEATURES.iter().map(|&(_, flag, on)| (flag, on)).collect()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Vec::new()
+    }
+}
+
+/// The optional CPU features (beyond the architecture's baseline), by rustc's names:
+/// (those this binary was compiled for, those this CPU has that the binary was not compiled
+/// for). The first is what [`CpuFeatures::AsCompiled`] gives Cranelift; `Host` adds the second.
+pub fn cpu_features_report() -> (Vec<&'static str>, Vec<&'static str>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let compiled = X86_FEATURES.iter().filter(|f| f.2).map(|f| f.0).collect();
+        let left_out =
+            X86_FEATURES.iter().filter(|f| !f.2 && host_has_x86(f.0)).map(|f| f.0).collect();
+        (compiled, left_out)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        (Vec::new(), Vec::new())
+    }
+}
+
+/// Whether this CPU has x86 feature `name` (rustc's name), detected at run time.
+#[cfg(target_arch = "x86_64")]
+fn host_has_x86(name: &str) -> bool {
+    match name {
+        "sse3" => std::arch::is_x86_feature_detected!("sse3"),
+        "ssse3" => std::arch::is_x86_feature_detected!("ssse3"),
+        "cmpxchg16b" => std::arch::is_x86_feature_detected!("cmpxchg16b"),
+        "sse4.1" => std::arch::is_x86_feature_detected!("sse4.1"),
+        "sse4.2" => std::arch::is_x86_feature_detected!("sse4.2"),
+        "popcnt" => std::arch::is_x86_feature_detected!("popcnt"),
+        "avx" => std::arch::is_x86_feature_detected!("avx"),
+        "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+        "fma" => std::arch::is_x86_feature_detected!("fma"),
+        "bmi1" => std::arch::is_x86_feature_detected!("bmi1"),
+        "bmi2" => std::arch::is_x86_feature_detected!("bmi2"),
+        "lzcnt" => std::arch::is_x86_feature_detected!("lzcnt"),
+        "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+        "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
+        "avx512dq" => std::arch::is_x86_feature_detected!("avx512dq"),
+        "avx512bitalg" => std::arch::is_x86_feature_detected!("avx512bitalg"),
+        "avx512vbmi" => std::arch::is_x86_feature_detected!("avx512vbmi"),
+        "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
+        _ => false,
     }
 }
 
@@ -532,6 +626,16 @@ impl Flavor {
             .cranelift_opt_level(OptLevel::Speed)
             .cranelift_nan_canonicalization(strict)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if cfg.cpu_features == CpuFeatures::AsCompiled {
+            for (flag, on) in as_compiled_cranelift_flags() {
+                // SAFETY: these flags only choose instructions; every feature set here is
+                // one this very binary was compiled for, so this CPU has it (wasmtime also
+                // checks each against the host when it loads the code).
+                unsafe {
+                    config.cranelift_flag_set(flag, if on { "true" } else { "false" });
+                }
+            }
+        }
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let linker = sandbox_linker(&engine).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let mut h = std::collections::hash_map::DefaultHasher::new();

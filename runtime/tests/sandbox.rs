@@ -116,6 +116,33 @@ fn echo_runs_with_frozen_clocks_and_seeded_random() {
     assert_ne!(get(&other, "probe"), get(&out, "probe"));
 }
 
+/// The bench's like-with-like sandbox (Cranelift limited to this binary's own CPU
+/// features) accepts its flags and gives the same result and the same fuel.
+#[test]
+fn as_compiled_cpu_features_run_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SandboxConfig {
+        cpu_features: bitwrk_runtime::CpuFeatures::AsCompiled,
+        ..SandboxConfig::new(dir.path().join("cache"))
+    };
+    let baseline = Sandbox::new(config).unwrap();
+    let module = wasm("echo");
+    let m = manifest(
+        &module,
+        &[("text", 100)],
+        &[("echo", 100), ("probe", 1024)],
+        FUEL,
+        MEMORY,
+        WALL_MS,
+    );
+    let a = baseline.load(&m, &module).unwrap();
+    let out = baseline.run(&a, vec![input("text", b"x")]).unwrap();
+    let on_host = sandbox().load(&m, &module).unwrap();
+    let host = sandbox().run(&on_host, vec![input("text", b"x")]).unwrap();
+    assert_eq!(out.outputs, host.outputs);
+    assert_eq!(out.fuel_used, host.fuel_used);
+}
+
 #[test]
 fn strict_floats_engine_runs_too() {
     let module = wasm("echo");

@@ -24,7 +24,8 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(
     name = "bitwrk-exchange-bench",
-    about = "Throughput of signed bids over HTTP vs the bare signature check"
+    about = "Throughput of signed bids over HTTP vs the bare signature check",
+    help_expected = true
 )]
 struct Args {
     /// How long to drive bids.
@@ -388,4 +389,15 @@ async fn run(args: Args, server_rt: tokio::runtime::Runtime) -> anyhow::Result<(
     println!("ratio (wall)  bids/s : bare/s    {:.2} (vs {cores} threads)", rate / bare_all);
     println!("ratio (CPU)   bids : checks      {:.2} per CPU second", per_cpu / bare_1_cpu);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Every flag has a description (`help_expected`), and clap's own checks pass.
+    #[test]
+    fn every_flag_is_described() {
+        super::Args::command().debug_assert();
+    }
 }

@@ -27,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser, Debug)]
 #[command(
     name = "bitwrk-host-bench",
-    about = "Trade overhead, throughput and transfer savings of bitwrk-host"
+    about = "Trade overhead, throughput and transfer savings of bitwrk-host",
+    help_expected = true
 )]
 struct Args {
     /// Sequential trades for the latency figures.
@@ -50,7 +51,11 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(bitwrk_host::log_colours())
+        .init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run(args))
 }
@@ -110,7 +115,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         exchange_port: 0,
         int_port: 0,
         ext_port: if sell.is_empty() { -1 } else { 0 },
-        ext_addr: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        ext_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ext_addr: bitwrk_host::run_cmd::ExtAddr::Auto,
         num_unmatched_bids: args.slots,
         sell: sell.iter().map(|s| s.parse().expect("valid")).collect(),
         worker_slots: Some(args.slots),
@@ -371,4 +377,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     r2.map_err(|e| anyhow::anyhow!("the re-send failed: {e}"))?;
     anyhow::ensure!(conserved, "money was not conserved");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Every flag has a description (`help_expected`), and clap's own checks pass.
+    #[test]
+    fn every_flag_is_described() {
+        super::Args::command().debug_assert();
+    }
 }

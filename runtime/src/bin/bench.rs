@@ -6,29 +6,43 @@
 //! 2. Prints the time to instantiate a cached component (target ≤ 0.5 ms) and of a whole
 //!    run of a trivial article.
 //!
+//! Native code and sandbox are compared like with like: Cranelift compiles the guest for
+//! exactly the CPU features this binary (and so the native renderer) was compiled for
+//! (`--sandbox-cpu host` gives the sandbox every feature of this CPU, as sellers run it).
+//!
 //! `cargo build-articles && cargo run --release -p bitwrk-runtime --features bench --bin
-//! bitwrk-runtime-bench [-- --rounds N --tile WxH]`
+//! bitwrk-runtime-bench [-- --rounds N --tile WxH --sandbox-cpu as-compiled|host]`
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bitwrk_protocol::{Hash32, Manifest};
-use bitwrk_runtime::{Sandbox, SandboxConfig};
+use bitwrk_runtime::{CpuFeatures, Sandbox, SandboxConfig, cpu_features_report};
 
 fn main() -> anyhow::Result<()> {
     let mut rounds = 5usize;
     let mut tile = (160u32, 120u32);
+    let mut cpu = CpuFeatures::AsCompiled;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--rounds" => rounds = args.next().context("--rounds N")?.parse()?,
+            "--sandbox-cpu" => {
+                cpu = match args.next().as_deref() {
+                    Some("as-compiled") => CpuFeatures::AsCompiled,
+                    Some("host") => CpuFeatures::Host,
+                    _ => bail!("--sandbox-cpu as-compiled|host"),
+                }
+            }
             "--tile" => {
                 let v = args.next().context("--tile WxH")?;
                 let (w, h) = v.split_once('x').context("--tile WxH")?;
                 tile = (w.parse()?, h.parse()?);
             }
-            other => bail!("unknown argument {other:?} (use --rounds N, --tile WxH)"),
+            other => bail!(
+                "unknown argument {other:?} (use --rounds N, --tile WxH, --sandbox-cpu as-compiled|host)"
+            ),
         }
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -44,12 +58,15 @@ fn main() -> anyhow::Result<()> {
     let manifest = manifest_for(&root.join("articles/raytrace/article.toml"), &module)?;
 
     let cache = tempfile_dir()?;
-    let sandbox = Sandbox::new(SandboxConfig::new(cache.join("cache")))?;
+    let config = SandboxConfig { cpu_features: cpu, ..SandboxConfig::new(cache.join("cache")) };
+    let sandbox = Sandbox::new(config.clone())?;
     let t = Instant::now();
     let article = sandbox.load(&manifest, &module).map_err(|e| anyhow::anyhow!("{e}"))?;
     let compile = t.elapsed();
 
     println!("machine: {} cores, {}", cores(), cpu_model());
+    let compared = compared(cpu);
+    println!("compared: {compared}");
     println!(
         "raytrace tile {}x{} of demo.json, {rounds} rounds each, best and median:",
         tile.0, tile.1
@@ -82,14 +99,15 @@ fn main() -> anyhow::Result<()> {
     println!("  native:  best {:>9.3} ms  median {:>9.3} ms", ms(nb), ms(nm));
     println!("  sandbox: best {:>9.3} ms  median {:>9.3} ms  ({fuel} fuel)", ms(wb), ms(wm));
     println!(
-        "  sandbox/native: best {:.3}x  median {:.3}x  (target <= 1.25x); PNGs identical",
+        "  sandbox/native: best {:.3}x  median {:.3}x  (target <= 1.25x); PNGs identical; {}",
         ratio(wb, nb),
-        ratio(wm, nm)
+        ratio(wm, nm),
+        like_with_like(cpu)
     );
     println!("  first load (compile + write cache): {:.1} ms", ms(compile));
 
     // Cached component: a fresh sandbox on the same cache dir loads it from disk.
-    let sandbox2 = Sandbox::new(SandboxConfig::new(cache.join("cache")))?;
+    let sandbox2 = Sandbox::new(config)?;
     let t = Instant::now();
     let article2 = sandbox2.load(&manifest, &module).map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("  load from the disk cache: {:.2} ms", ms(t.elapsed()));
@@ -131,6 +149,42 @@ fn main() -> anyhow::Result<()> {
     );
     let _ = std::fs::remove_dir_all(&cache);
     Ok(())
+}
+
+/// The ratio line's short form of [`compared`].
+fn like_with_like(cpu: CpuFeatures) -> &'static str {
+    match cpu {
+        CpuFeatures::AsCompiled if cfg!(target_arch = "x86_64") => {
+            "same CPU features on both sides"
+        }
+        CpuFeatures::AsCompiled => "CPU features not matched on this architecture",
+        CpuFeatures::Host => "sandbox with this CPU's features, native without: not like with like",
+    }
+}
+
+/// What the ratio compares: the CPU features of the native build and of the sandbox.
+fn compared(cpu: CpuFeatures) -> String {
+    let (compiled, left_out) = cpu_features_report();
+    let list = |v: &[&str]| if v.is_empty() { "none".to_string() } else { v.join(",") };
+    let native =
+        format!("native {} with optional CPU features {}", std::env::consts::ARCH, list(&compiled));
+    match cpu {
+        CpuFeatures::AsCompiled if !cfg!(target_arch = "x86_64") => {
+            format!(
+                "{native}; sandbox (Cranelift) with this CPU's own: features are matched on x86-64 only"
+            )
+        }
+        CpuFeatures::AsCompiled => {
+            format!(
+                "{native}; sandbox (Cranelift) with the same ({} of this CPU unused by both)",
+                list(&left_out)
+            )
+        }
+        CpuFeatures::Host => format!(
+            "{native}; sandbox (Cranelift) with every feature of this CPU (also {}): not like with like",
+            list(&left_out)
+        ),
+    }
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -66,7 +66,8 @@ pub struct Proc {
 impl Proc {
     fn spawn(name: &str, mut cmd: Command) -> anyhow::Result<Proc> {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
-        cmd.env("RUST_LOG", "info,bitwrk_host=debug").env("NO_COLOR", "1");
+        // No NO_COLOR: the binaries themselves must log plain text into a pipe.
+        cmd.env("RUST_LOG", "info,bitwrk_host=debug").env_remove("NO_COLOR");
         let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         let (tx, rx) = channel();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -201,7 +202,7 @@ pub fn seller(
     let mut flags: Vec<String> = vec![
         "--ext-port".into(),
         "0".into(),
-        "--ext-addr".into(),
+        "--ext-bind".into(),
         "127.0.0.1".into(),
         "--worker-slots".into(),
         slots.to_string(),
