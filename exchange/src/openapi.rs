@@ -78,8 +78,9 @@ pub fn document() -> Value {
             "/v1/info": {"get": {"summary": "Exchange id, version, fee, limits, deadlines, clock",
                 "responses": {"200": ok(r("Info"), "the exchange's parameters")}}},
             "/v1/bids": {"post": signed_post("Place a bid (op=bid)", "BidView", json!([]), &[
-                ("402", "insufficient_funds: available < price + fee"),
-                ("404", "unknown_article: the article is not published")])},
+                ("402", "insufficient_funds: available < price + fee (a fresh account past its source's funding quota has 0)"),
+                ("404", "unknown_article: the article is not published"),
+                ("409", "too_many_bids: the account has OPEN_BIDS_PER_ACCOUNT_MAX open bids / nonce_reused")])},
             "/v1/bids/{id}": {"get": {"summary": "A bid; long poll with after_version",
                 "parameters": wait_params("bid id"),
                 "responses": {"200": ok(r("BidView"), "the bid"), "404": err("no such bid")}}},

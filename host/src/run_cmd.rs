@@ -138,8 +138,13 @@ pub async fn start_embedded_exchange(
         .await
         .with_context(|| format!("binding the embedded exchange to 127.0.0.1:{port}"))?;
     let addr = listener.local_addr()?;
-    let config =
-        bitwrk_exchange::Config { db_path: db.to_path_buf(), ..bitwrk_exchange::Config::default() };
+    // Loopback only: every party is this machine, so a per-IP funding quota would only
+    // starve one's own hosts.
+    let config = bitwrk_exchange::Config {
+        db_path: db.to_path_buf(),
+        funded_accounts_per_ip_per_hour: 0,
+        ..bitwrk_exchange::Config::default()
+    };
     let task = tokio::spawn(async move {
         if let Err(e) = bitwrk_exchange::serve(listener, config, shutdown.cancelled_owned()).await {
             tracing::error!(error = %e, "embedded exchange stopped");

@@ -33,7 +33,8 @@ use bitwrk_protocol::{Address, Hash32, Id, Manifest, Phase, Sat, Settlement, Sid
 pub use ledger::Ledger;
 
 use crate::limits::{
-    ARTICLES_MAX, BOOK_RESTING_SHOWN_MAX, MATCH_TIMES_KEPT, MODULE_BYTES_MAX, PRICE_SAT_MAX,
+    ARTICLES_MAX, BOOK_RESTING_SHOWN_MAX, MATCH_TIMES_KEPT, MODULE_BYTES_MAX,
+    OPEN_BIDS_PER_ACCOUNT_MAX, PRICE_SAT_MAX,
 };
 
 /// The exchange's rules: what the flags set.
@@ -58,8 +59,17 @@ pub struct Signed {
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Command {
     /// `POST /v1/bids`. The ids are drawn by the shell so that replay is deterministic;
-    /// `tx_id` names the transaction if the bid matches at once.
-    Bid { signed: Signed, bid_id: Id, tx_id: Id },
+    /// `tx_id` names the transaction if the bid matches at once. `funded`: the shell's
+    /// decision whether a signer seen for the first time gets the starting capital (its
+    /// source address is within the funding quota, PROTOCOL §3); logged, so replay
+    /// credits the same. Logs written before the quota existed funded every account.
+    Bid {
+        signed: Signed,
+        bid_id: Id,
+        tx_id: Id,
+        #[serde(default = "funded_by_default")]
+        funded: bool,
+    },
     /// `POST /v1/bids/{bid}/cancel`.
     Cancel { signed: Signed, bid: Id },
     /// `POST /v1/tx/{tx}`.
@@ -71,6 +81,10 @@ pub enum Command {
     /// the manifest. `seller_fault` holds why the seller is at fault, `None` if the
     /// result was good. Logged, so replay never decrypts again.
     Verdict { tx: Id, enc_result_hash: Hash32, seller_fault: Option<String> },
+}
+
+fn funded_by_default() -> bool {
+    true
 }
 
 impl Command {
@@ -178,6 +192,11 @@ pub enum CoreError {
     IdTaken(Id),
     #[error("the registry is full ({ARTICLES_MAX} articles)")]
     RegistryFull,
+    #[error(
+        "{0} has {OPEN_BIDS_PER_ACCOUNT_MAX} open bids, the most one account may have; \
+         cancel one or wait for a match or expiry"
+    )]
+    TooManyBids(Address),
 }
 
 impl CoreError {
@@ -207,6 +226,7 @@ impl CoreError {
             CoreError::BadManifest(_) => "bad_manifest",
             CoreError::IdTaken(_) => "id_taken",
             CoreError::RegistryFull => "registry_full",
+            CoreError::TooManyBids(_) => "too_many_bids",
         }
     }
 }
@@ -276,6 +296,8 @@ pub struct Core {
     /// (valid_until s, signer, nonce): forgotten once valid_until has passed.
     nonce_expiry: BTreeSet<(u64, Address, [u8; 16])>,
     open_bids: u64,
+    /// Open bids per account (no entry: none), bounded by [`OPEN_BIDS_PER_ACCOUNT_MAX`].
+    open_bids_by: HashMap<Address, u32>,
     open_txs: u64,
     /// Bids and transactions changed since the last [`Core::take_changed`].
     changed: Vec<Id>,
@@ -302,6 +324,7 @@ impl Core {
             nonces: HashMap::default(),
             nonce_expiry: BTreeSet::new(),
             open_bids: 0,
+            open_bids_by: HashMap::default(),
             open_txs: 0,
             changed: Vec::new(),
         }
@@ -436,11 +459,11 @@ impl Core {
         let signer = &signed.signer;
         let applied = match (cmd, &msg.op) {
             (
-                Command::Bid { bid_id, tx_id, .. },
+                Command::Bid { bid_id, tx_id, funded, .. },
                 Operation::Bid { article, side, price, exclude },
             ) => Applied {
                 answer: self.place_bid(
-                    signer,
+                    (signer, *funded),
                     (bid_id, tx_id),
                     *article,
                     *side,
@@ -479,7 +502,7 @@ impl Core {
     /// Place a bid under the ids the shell drew: (the bid's, its transaction's if it matches).
     fn place_bid(
         &mut self,
-        owner: &Address,
+        (owner, funded): (&Address, bool),
         (bid_id, tx_id): (&Id, &Id),
         article: Hash32,
         side: Side,
@@ -498,18 +521,23 @@ impl Core {
         if self.txs.contains_key(tx_id) {
             return Err(CoreError::IdTaken(tx_id.clone()));
         }
+        if self.open_bids_by.get(owner).copied().unwrap_or(0) as usize >= OPEN_BIDS_PER_ACCOUNT_MAX
+        {
+            return Err(CoreError::TooManyBids(owner.clone()));
+        }
         let blocked = match side {
+            // Checked although the price is capped: a request never reaches a panic.
             Side::Buy => price_plus_fee(price, self.rules.fee_bps)
-                .expect("price is capped far below overflow"),
+                .map_err(|_| CoreError::BadPrice(price.0))?,
             Side::Sell => Sat::ZERO,
         };
         // Refuse before anything changes: a refused command is not logged, so it must
         // leave no trace (not even a newly credited account) or replay would differ.
-        let (available, _) = self.ledger.balance(owner);
+        let (available, _) = self.ledger.balance(owner, funded);
         if available < blocked {
             return Err(CoreError::InsufficientFunds { need: blocked.0, available: available.0 });
         }
-        self.ledger.open_account(owner);
+        self.ledger.open_account(owner, funded);
         self.ledger.block(owner, blocked).expect("checked above");
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -532,6 +560,7 @@ impl Core {
         let exclude = exclude.to_vec();
         self.bids.insert(bid_id.clone(), Bid { view, seq, fee_bps: self.rules.fee_bps, exclude });
         self.open_bids += 1;
+        *self.open_bids_by.entry(owner.clone()).or_default() += 1;
 
         let book = self.books.entry(article).or_default();
         let bids = &self.bids;
@@ -635,7 +664,9 @@ impl Core {
             if *id == buy_id {
                 b.blocked_sat = escrow;
             }
+            let owner = b.owner.clone();
             self.open_bids -= 1;
+            self.bid_closed_for(&owner);
         }
     }
 
@@ -656,6 +687,16 @@ impl Core {
         b.state = state;
         b.version = v;
         self.open_bids -= 1;
+        self.bid_closed_for(&bid.view.owner);
+    }
+
+    /// One open bid of `owner` fewer; an account with none leaves the map.
+    fn bid_closed_for(&mut self, owner: &Address) {
+        let n = self.open_bids_by.get_mut(owner).expect("an open bid is counted");
+        *n -= 1;
+        if *n == 0 {
+            self.open_bids_by.remove(owner);
+        }
     }
 
     fn expire_bid(&mut self, id: &Id) {
@@ -774,7 +815,8 @@ impl Core {
                 // The dispute deposit is blocked now, so a verdict against the buyer can
                 // always be paid; refused before anything changes.
                 let deposit = tx::dispute_fee(tx.price_sat);
-                let (available, _) = self.ledger.balance(signer);
+                // A party has an account (it placed a bid), so `funded` does not matter.
+                let (available, _) = self.ledger.balance(signer, false);
                 if available < deposit {
                     return Err(CoreError::InsufficientFunds {
                         need: deposit.0,
@@ -1029,9 +1071,15 @@ impl Core {
         self.articles.values().cloned().collect()
     }
 
-    /// An account's balances; an account not seen yet shows its starting capital.
+    /// Whether `address` has an account (it placed a bid before).
+    pub fn knows_account(&self, address: &Address) -> bool {
+        self.ledger.knows(address)
+    }
+
+    /// An account's balances; an account not seen yet shows the starting capital it
+    /// would get if funded (PROTOCOL §3).
     pub fn account(&self, address: &Address) -> AccountView {
-        let (available_sat, blocked_sat) = self.ledger.balance(address);
+        let (available_sat, blocked_sat) = self.ledger.balance(address, true);
         let record = self.records.get(address).copied().unwrap_or_default();
         AccountView { address: address.clone(), available_sat, blocked_sat, record }
     }
@@ -1120,11 +1168,17 @@ impl Core {
         self.ledger.assert_sums();
         let mut expect_blocked: HashMap<&Address, u64> = HashMap::default();
         let mut open = 0;
+        let mut open_by: HashMap<&Address, u32> = HashMap::default();
         for b in self.bids.values() {
             if b.view.state == BidState::Open {
                 open += 1;
                 *expect_blocked.entry(&b.view.owner).or_default() += b.view.blocked_sat.0;
+                *open_by.entry(&b.view.owner).or_default() += 1;
             }
+        }
+        assert_eq!(open_by.len(), self.open_bids_by.len(), "accounts with open bids");
+        for (addr, n) in open_by {
+            assert_eq!(self.open_bids_by.get(addr), Some(&n), "open bids of {addr}");
         }
         let mut open_txs = 0;
         for t in self.txs.values() {

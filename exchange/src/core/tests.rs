@@ -132,6 +132,7 @@ impl T {
             signed,
             bid_id: Id::new(format!("b{}", self.n)).unwrap(),
             tx_id: Id::new(format!("t{}", self.n)).unwrap(),
+            funded: true,
         }
     }
 
@@ -456,6 +457,7 @@ fn excluded_sellers_are_not_matched() {
             signed,
             bid_id: Id::new(format!("b{}", t.n)).unwrap(),
             tx_id: Id::new(format!("t{}", t.n)).unwrap(),
+            funded: true,
         };
         let r = t.apply(&cmd).unwrap();
         t.core.check_full();
@@ -528,6 +530,7 @@ fn message_checks() {
         signed: Signed { text: m.encode(), ..signed.clone() },
         bid_id: Id::new("bx").unwrap(),
         tx_id: Id::new("tx").unwrap(),
+        funded: true,
     };
     let mut t2 = T::new();
     assert_eq!(t2.core.apply(&far, t2.now).unwrap_err().code(), "too_far_ahead");
@@ -538,6 +541,7 @@ fn message_checks() {
         signed: Signed { text: m.encode(), ..signed.clone() },
         bid_id: Id::new("by").unwrap(),
         tx_id: Id::new("ty").unwrap(),
+        funded: true,
     };
     assert_eq!(t2.core.apply(&other, t2.now).unwrap_err().code(), "wrong_exchange");
     // Same nonce, other text: 409.
@@ -554,6 +558,7 @@ fn message_checks() {
         signed: Signed { text: m.encode(), ..signed },
         bid_id: Id::new("bz").unwrap(),
         tx_id: Id::new("tz").unwrap(),
+        funded: true,
     };
     assert_eq!(t3.core.apply(&reused, t3.now).unwrap_err().code(), "nonce_reused");
     // Unpublished article, bad price.
@@ -1097,4 +1102,43 @@ fn view_json_snapshots() {
 
 fn json<V: serde::Serialize>(v: &V) -> String {
     serde_json::to_string(v).unwrap()
+}
+
+/// Issue 13 item 7: at the highest starting capital the money created reaches u64::MAX
+/// after 8,784 accounts; the next accounts open unfunded instead of overflowing (which
+/// panicked and, being replayed, stopped the exchange again after every restart).
+#[test]
+fn created_money_never_overflows_at_the_highest_starting_capital() {
+    let mut l = Ledger::new(Sat(PRICE_SAT_MAX));
+    let funded_max = crate::limits::CREATED_SAT_MAX / PRICE_SAT_MAX;
+    let addr = |i: u64| Address::from_pubkey_bytes(&i.to_le_bytes());
+    for i in 0..funded_max + 10 {
+        let expect = if i < funded_max { PRICE_SAT_MAX } else { 0 };
+        assert_eq!(l.balance(&addr(i), true).0, Sat(expect), "account {i} before it opens");
+        l.open_account(&addr(i), true);
+        assert_eq!(l.balance(&addr(i), true).0, Sat(expect), "account {i}");
+        l.assert_conserved();
+    }
+    assert_eq!(l.created(), Sat(funded_max * PRICE_SAT_MAX));
+    l.assert_sums();
+    // An account the shell did not fund gets nothing, capital or not.
+    let mut l = Ledger::new(Sat(CAPITAL));
+    l.open_account(&addr(0), false);
+    assert_eq!((l.balance(&addr(0), false).0, l.created()), (Sat(0), Sat(0)));
+}
+
+/// Issue 13 item 11: open bids per account are capped; a match, a cancel or an expiry
+/// frees a place.
+#[test]
+fn open_bids_per_account_are_capped() {
+    let mut t = T::new();
+    for _ in 0..crate::limits::OPEN_BIDS_PER_ACCOUNT_MAX {
+        t.bid(1, Side::Sell, 100).unwrap();
+    }
+    assert_eq!(t.bid(1, Side::Sell, 100).unwrap_err().code(), "too_many_bids");
+    // Another account is not affected, and its buy matches one of the sells.
+    let b = t.bid(2, Side::Buy, 100).unwrap();
+    assert_eq!(b.state, BidState::Matched);
+    t.bid(1, Side::Sell, 100).unwrap();
+    assert_eq!(t.bid(1, Side::Sell, 100).unwrap_err().code(), "too_many_bids");
 }

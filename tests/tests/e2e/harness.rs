@@ -133,12 +133,15 @@ pub struct Exchange {
 }
 
 /// Start `bitwrk-exchange` on 127.0.0.1:0 with extra flags (e.g. short deadlines).
+/// Every party of a test is on 127.0.0.1, so the per-IP limits are off: the request
+/// rate and the funding quota for fresh accounts (exchange/tests/api.rs tests those).
 pub fn exchange(dir: &Path, flags: &[&str]) -> anyhow::Result<Exchange> {
     let (exe, _) = binaries();
     let mut cmd = Command::new(exe);
     cmd.arg("--data-dir")
         .arg(dir)
         .args(["--listen", "127.0.0.1:0", "--rate-limit-per-s", "0"])
+        .args(["--funded-accounts-per-ip-per-hour", "0"])
         .args(flags);
     let proc = Proc::spawn("exchange", cmd)?;
     let line = proc.wait_line("listening on ")?;
