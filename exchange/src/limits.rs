@@ -107,6 +107,20 @@ pub const KEY_TABLE_AFTER_USES: u32 = 8;
 /// Most articles the registry accepts (each publish stores a manifest and maybe a module).
 pub const ARTICLES_MAX: usize = 100_000;
 
+/// Most articles one publisher (signing key) may publish. One name with a release a day
+/// for over two years, or a few hundred names; one key cannot fill the registry
+/// (100,000 publishes from one key did, for good: issue 13). Past it 409 `quota_exceeded`.
+pub const ARTICLES_PER_PUBLISHER_MAX: usize = 1000;
+
+/// Most bytes (modules plus canonical manifests) one publisher may store: 32 modules at
+/// the largest size, or a thousand of a typical 1 MiB. Past it 409 `quota_exceeded`.
+pub const PUBLISHER_BYTES_MAX: u64 = 1 << 30;
+
+/// Largest page of `GET /v1/articles` (and the default `limit`). An entry is about a
+/// KiB, at most a 64 KiB manifest, so a page is at most ~6.5 MiB and copying it holds
+/// the core (and so the writer) for well under a millisecond.
+pub const ARTICLES_PAGE_MAX: usize = 100;
+
 /// Longest a server-sent event stream stays open; the client reconnects with the last
 /// version it saw (`after_version`). Bounds how long one connection is held.
 pub const SSE_STREAM_MAX: Duration = Duration::from_secs(600);

@@ -21,6 +21,7 @@ use bitwrk_protocol::api::{ApiLimits, ErrorBody, Info, PublishRequest, WaitQuery
 use bitwrk_protocol::fast_verify::{Checked, KeyCache};
 use bitwrk_protocol::identity::{CompactSignature, message_hash};
 use bitwrk_protocol::manifest::Runtime;
+use bitwrk_protocol::manifest::caps::MANIFEST_BYTES_MAX;
 use bitwrk_protocol::message::{Message, Operation, VALID_AHEAD_S_MAX};
 use bitwrk_protocol::transfer::{TRANSFER_AUTH_HEADER, transfer_auth_matches};
 use bitwrk_protocol::{Address, Envelope, Hash32, Id};
@@ -32,10 +33,10 @@ use tower_http::timeout::TimeoutLayer;
 use crate::Config;
 use crate::core::{Answer, Command, Core, CoreError, Rules, Signed};
 use crate::limits::{
-    BODY_BYTES_MAX, COMMIT_GROUP_MAX, CONCURRENT_REQUESTS_MAX, EVIDENCE_BYTES_MAX,
-    EVIDENCE_UPLOADS_MAX, FUNDING_IPS_MAX, FUNDING_WINDOW, KEY_CACHE_MAX, KEY_TABLE_AFTER_USES,
-    KEY_TABLES_MAX, MODULE_BYTES_MAX, PUBLISH_BODY_BYTES_MAX, RATE_LIMIT_IPS_MAX, REQUEST_TIMEOUT,
-    SSE_STREAM_MAX, WAIT_MS_MAX, WRITER_QUEUE_MAX,
+    ARTICLES_PAGE_MAX, BODY_BYTES_MAX, COMMIT_GROUP_MAX, CONCURRENT_REQUESTS_MAX,
+    EVIDENCE_BYTES_MAX, EVIDENCE_UPLOADS_MAX, FUNDING_IPS_MAX, FUNDING_WINDOW, KEY_CACHE_MAX,
+    KEY_TABLE_AFTER_USES, KEY_TABLES_MAX, MODULE_BYTES_MAX, PUBLISH_BODY_BYTES_MAX,
+    RATE_LIMIT_IPS_MAX, REQUEST_TIMEOUT, SSE_STREAM_MAX, WAIT_MS_MAX, WRITER_QUEUE_MAX,
 };
 use crate::store::{LogEntry, Reader, Store};
 
@@ -98,6 +99,7 @@ impl From<CoreError> for ApiError {
             | CoreError::TxClosed { .. }
             | CoreError::IdTaken(_)
             | CoreError::RegistryFull
+            | CoreError::QuotaExceeded { .. }
             | CoreError::TooManyBids(_) => StatusCode::CONFLICT,
             CoreError::BadManifest(_) => StatusCode::UNPROCESSABLE_ENTITY,
         };
@@ -1022,6 +1024,17 @@ async fn publish_article(
             "the message's module_sha256 differs from the manifest's",
         ));
     }
+    let manifest_bytes = req.manifest.canonical_json().len();
+    if manifest_bytes > MANIFEST_BYTES_MAX {
+        // Refused before the module is checked; the core checks this too.
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_manifest",
+            format!(
+                "the canonical manifest has {manifest_bytes} bytes, at most {MANIFEST_BYTES_MAX}"
+            ),
+        ));
+    }
     if req.module_base64.len() > MODULE_BYTES_MAX / 3 * 4 + 4 {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -1063,8 +1076,32 @@ async fn publish_article(
     }
 }
 
-async fn list_articles(State(st): State<Arc<AppState>>) -> Response {
-    Json(st.core().articles()).into_response()
+/// `GET /v1/articles?after=<id>&limit=N`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArticlesQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// One page of the registry in id order. The core is locked only to copy at most
+/// [`ARTICLES_PAGE_MAX`] entries; they are serialised after the lock is released, so a
+/// listing never holds up the writer.
+async fn list_articles(
+    State(st): State<Arc<AppState>>,
+    query: Result<Query<ArticlesQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let after = q.after.as_deref().map(parse_hash).transpose()?;
+    let limit = q.limit.unwrap_or(ARTICLES_PAGE_MAX);
+    if !(1..=ARTICLES_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            format!("limit must be 1..={ARTICLES_PAGE_MAX}"),
+        ));
+    }
+    let page = st.core().articles_page(after.as_ref(), limit);
+    Ok(Json(page).into_response())
 }
 
 async fn article(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {

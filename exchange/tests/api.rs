@@ -923,3 +923,67 @@ async fn open_bids_per_account_are_capped() {
     assert_eq!(api_code(e), (409, "too_many_bids".into()));
     server.stop().await;
 }
+
+/// GET with the status and the body as JSON.
+async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::get(url).await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// Issue 13 item 6: one key cannot fill the registry (a per-publisher quota, 409
+/// `quota_exceeded`), manifests over 64 KiB are refused whatever field makes them large,
+/// and the listing comes in bounded pages (`?after=<id>&limit=N`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_has_quotas_and_pages() {
+    use bitwrk_exchange::limits::{ARTICLES_PAGE_MAX, ARTICLES_PER_PUBLISHER_MAX};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Config { rate_limit_per_s: 0, ..config(dir.path()) }).await;
+    let c = ExchangeClient::connect(&server.url).await.unwrap();
+    let (squatter, other) = (PrivateKey::generate(), PrivateKey::generate());
+    let versioned = |i: usize| {
+        let mut m = native_manifest("flood");
+        m.version = format!("1.0.{i}");
+        m
+    };
+    // The quota's worth of publishes from one key, four at a time.
+    let mut tasks = Vec::new();
+    for lane in 0..4 {
+        let (c, key) = (c.clone(), squatter.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (lane..ARTICLES_PER_PUBLISHER_MAX).step_by(4) {
+                c.publish(&key, &versioned(i), &[]).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let e = c.publish(&squatter, &versioned(ARTICLES_PER_PUBLISHER_MAX), &[]).await.unwrap_err();
+    assert_eq!(api_code(e), (409, "quota_exceeded".into()));
+    // Another publisher is not affected.
+    c.publish(&other, &native_manifest("honest"), &[]).await.unwrap();
+
+    // 64 KiB: a long version string is refused, nothing is stored.
+    let mut long = native_manifest("long");
+    long.version = "1".repeat(bitwrk_protocol::manifest::caps::MANIFEST_BYTES_MAX);
+    let e = c.publish(&other, &long, &[]).await.unwrap_err();
+    assert_eq!(api_code(e), (422, "bad_manifest".into()));
+
+    // Pages: bounded, in id order, `after` exclusive; the client walks them all.
+    let all = c.articles().await.unwrap();
+    assert_eq!(all.len(), ARTICLES_PER_PUBLISHER_MAX + 1);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "id order");
+    let url = format!("{}/v1/articles", server.url);
+    let (status, first) = get_json(&url).await;
+    assert_eq!((status, first.as_array().unwrap().len()), (200, ARTICLES_PAGE_MAX));
+    let (_, page) = get_json(&format!("{url}?after={}&limit=3", all[9].id)).await;
+    let ids: Vec<String> =
+        page.as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, all[10..13].iter().map(|a| a.id.to_string()).collect::<Vec<_>>());
+    for bad in ["?limit=0", &format!("?limit={}", ARTICLES_PAGE_MAX + 1), "?after=xyz", "?x=1"] {
+        let (status, body) = get_json(&format!("{url}{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    server.stop().await;
+}

@@ -33,9 +33,10 @@ use bitwrk_protocol::{Address, Hash32, Id, Manifest, Phase, Sat, Settlement, Sid
 pub use ledger::Ledger;
 
 use crate::limits::{
-    ARTICLES_MAX, BOOK_RESTING_SHOWN_MAX, MATCH_TIMES_KEPT, MODULE_BYTES_MAX,
-    OPEN_BIDS_PER_ACCOUNT_MAX, PRICE_SAT_MAX,
+    ARTICLES_MAX, ARTICLES_PER_PUBLISHER_MAX, BOOK_RESTING_SHOWN_MAX, MATCH_TIMES_KEPT,
+    MODULE_BYTES_MAX, OPEN_BIDS_PER_ACCOUNT_MAX, PRICE_SAT_MAX, PUBLISHER_BYTES_MAX,
 };
+use bitwrk_protocol::manifest::caps::MANIFEST_BYTES_MAX;
 
 /// The exchange's rules: what the flags set.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -193,6 +194,11 @@ pub enum CoreError {
     #[error("the registry is full ({ARTICLES_MAX} articles)")]
     RegistryFull,
     #[error(
+        "{publisher} has published {count} articles ({bytes} bytes); a publisher may have at \
+         most {ARTICLES_PER_PUBLISHER_MAX} articles and {PUBLISHER_BYTES_MAX} bytes"
+    )]
+    QuotaExceeded { publisher: Address, count: usize, bytes: u64 },
+    #[error(
         "{0} has {OPEN_BIDS_PER_ACCOUNT_MAX} open bids, the most one account may have; \
          cancel one or wait for a match or expiry"
     )]
@@ -226,6 +232,7 @@ impl CoreError {
             CoreError::BadManifest(_) => "bad_manifest",
             CoreError::IdTaken(_) => "id_taken",
             CoreError::RegistryFull => "registry_full",
+            CoreError::QuotaExceeded { .. } => "quota_exceeded",
             CoreError::TooManyBids(_) => "too_many_bids",
         }
     }
@@ -291,6 +298,9 @@ pub struct Core {
     records: HashMap<Address, Record>,
     books: HashMap<Hash32, Book>,
     articles: BTreeMap<Hash32, ArticleEntry>,
+    /// Per publisher: (articles, bytes of modules and canonical manifests), bounded by
+    /// [`ARTICLES_PER_PUBLISHER_MAX`] and [`PUBLISHER_BYTES_MAX`].
+    publishers: HashMap<Address, (usize, u64)>,
     deadlines: BTreeSet<(u64, DeadlineKind, Id)>,
     nonces: HashMap<(Address, [u8; 16]), NonceEntry>,
     /// (valid_until s, signer, nonce): forgotten once valid_until has passed.
@@ -320,6 +330,7 @@ impl Core {
             records: HashMap::default(),
             books: HashMap::default(),
             articles: BTreeMap::new(),
+            publishers: HashMap::default(),
             deadlines: BTreeSet::new(),
             nonces: HashMap::default(),
             nonce_expiry: BTreeSet::new(),
@@ -1008,6 +1019,14 @@ impl Core {
         module_sha256: Hash32,
         size: u64,
     ) -> Result<Applied, CoreError> {
+        // The documented cap on the canonical form bounds every field (a 30 MiB version
+        // string was accepted before: issue 13).
+        let manifest_bytes = manifest.canonical_json().len();
+        if manifest_bytes > MANIFEST_BYTES_MAX {
+            return Err(CoreError::BadManifest(format!(
+                "the canonical manifest has {manifest_bytes} bytes, at most {MANIFEST_BYTES_MAX}"
+            )));
+        }
         manifest.validate().map_err(|e| CoreError::BadManifest(e.to_string()))?;
         if manifest.id() != article {
             return Err(CoreError::BadManifest(format!(
@@ -1042,6 +1061,13 @@ impl Core {
         if self.articles.len() >= ARTICLES_MAX {
             return Err(CoreError::RegistryFull);
         }
+        let (count, bytes) = self.publishers.get(publisher).copied().unwrap_or((0, 0));
+        // size <= MODULE_BYTES_MAX (checked above), so the sum cannot overflow.
+        let new_bytes = bytes + size + manifest_bytes as u64;
+        if count >= ARTICLES_PER_PUBLISHER_MAX || new_bytes > PUBLISHER_BYTES_MAX {
+            return Err(CoreError::QuotaExceeded { publisher: publisher.clone(), count, bytes });
+        }
+        self.publishers.insert(publisher.clone(), (count + 1, new_bytes));
         let entry = ArticleEntry {
             id: article,
             manifest: manifest.clone(),
@@ -1069,6 +1095,14 @@ impl Core {
 
     pub fn articles(&self) -> Vec<ArticleEntry> {
         self.articles.values().cloned().collect()
+    }
+
+    /// Up to `limit` articles in id order, after `after` (exclusive) if given: a page of
+    /// `GET /v1/articles`, O(limit) however large the registry is.
+    pub fn articles_page(&self, after: Option<&Hash32>, limit: usize) -> Vec<ArticleEntry> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, Excluded);
+        self.articles.range((from, Unbounded)).take(limit).map(|(_, a)| a.clone()).collect()
     }
 
     /// Whether `address` has an account (it placed a bid before).

@@ -1142,3 +1142,59 @@ fn open_bids_per_account_are_capped() {
     t.bid(1, Side::Sell, 100).unwrap();
     assert_eq!(t.bid(1, Side::Sell, 100).unwrap_err().code(), "too_many_bids");
 }
+
+/// Issue 13 item 6: each publisher has a bounded count and bytes; the canonical
+/// manifest is capped at 64 KiB, whatever field makes it large.
+#[test]
+fn registry_quotas_per_publisher_and_manifest_cap() {
+    let mut t = T::new();
+    let publish = |t: &mut T, who: usize, m: &Manifest, size: u64| {
+        let module_sha256 = m.module_sha256.unwrap_or(Hash32::of(b""));
+        let op = Operation::Publish { article: m.id(), module_sha256, size };
+        let signed = t.signed(who, op);
+        t.apply(&Command::Publish { signed, manifest: m.clone() })
+    };
+    // Bytes: wasm articles that claim the largest module fill publisher 1's quota.
+    let wasm = |i: u64| {
+        let mut m = manifest();
+        m.runtime = "wasm".parse().unwrap();
+        m.module_sha256 = Some(Hash32::of(&i.to_le_bytes()));
+        m
+    };
+    let size = MODULE_BYTES_MAX as u64;
+    let fit = crate::limits::PUBLISHER_BYTES_MAX / (size + 1024);
+    for i in 0..fit {
+        publish(&mut t, 1, &wasm(i), size).unwrap();
+    }
+    let e = publish(&mut t, 1, &wasm(fit), size).unwrap_err();
+    assert_eq!(e.code(), "quota_exceeded", "{e}");
+    // Publishing an article again is still idempotent, and another publisher is free.
+    assert!(!publish(&mut t, 1, &wasm(0), size).unwrap().changed_state);
+    publish(&mut t, 2, &wasm(fit), size).unwrap();
+    // Count: native articles (no module) up to ARTICLES_PER_PUBLISHER_MAX.
+    let native = |i: usize| {
+        let mut m = manifest();
+        m.version = format!("2.0.{i}");
+        m
+    };
+    for i in 0..crate::limits::ARTICLES_PER_PUBLISHER_MAX {
+        publish(&mut t, 3, &native(i), 0).unwrap();
+    }
+    let e = publish(&mut t, 3, &native(usize::MAX), 0).unwrap_err();
+    assert_eq!(e.code(), "quota_exceeded", "{e}");
+    // A version string that takes the canonical manifest past 64 KiB is refused.
+    let mut long = manifest();
+    long.version = "1".repeat(MANIFEST_BYTES_MAX);
+    assert_eq!(publish(&mut t, 2, &long, 0).unwrap_err().code(), "bad_manifest");
+    t.check_replay();
+    // Pages: in id order, `after` exclusive, at most `limit`.
+    let all = t.core.articles();
+    let mut paged = Vec::new();
+    while let Some(p) = Some(t.core.articles_page(paged.last().map(|a: &ArticleEntry| &a.id), 7))
+        && !p.is_empty()
+    {
+        assert!(p.len() <= 7);
+        paged.extend(p);
+    }
+    assert_eq!(paged, all);
+}
