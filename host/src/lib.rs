@@ -20,6 +20,7 @@ pub mod run_cmd;
 pub mod seller;
 pub mod state;
 pub mod store;
+pub mod worker_url;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {

@@ -87,6 +87,12 @@ pub struct RunArgs {
     /// Price of one Blender tile, in sat.
     #[arg(long, env = "BITWRK_BLENDER_PRICE", default_value_t = 100)]
     pub blender_price: u64,
+    /// The market is one machine or a LAN: buy from sellers whose worker_url is on a
+    /// loopback, private or link-local address. Off: only public addresses (a seller
+    /// could otherwise point this host at its own ports or its network). This host's
+    /// own ports are refused either way.
+    #[arg(long, env = "BITWRK_LAN_MARKET")]
+    pub lan_market: bool,
 }
 
 /// A host that is up: where it listens and how to stop it.
@@ -187,6 +193,13 @@ pub async fn start(
     state.set_permission_wait(Duration::from_millis(args.permission_wait_ms));
     state.set_buy_permission_wait(Duration::from_millis(args.buy_permission_wait_ms));
     let node = Node::new(key, exchange, store, Gate::State(state.clone()))?;
+    // An embedded exchange listens on 127.0.0.1 only: its market is this machine.
+    node.worker_urls.set_lan(args.lan_market || embedded.is_some());
+    if embedded.is_some()
+        && let Some(port) = reqwest::Url::parse(&exchange_url).ok().and_then(|u| u.port())
+    {
+        node.worker_urls.add_own_port(port);
+    }
     for m in &args.mandates {
         let mut spec = m.spec.clone();
         if let Some(name) = &m.article_name {
@@ -201,6 +214,7 @@ pub async fn start(
         .await
         .with_context(|| format!("binding the internal port 127.0.0.1:{}", args.int_port))?;
     let int_addr = int_listener.local_addr()?;
+    node.worker_urls.add_own_port(int_addr.port());
     state.set_ui_url(format!("http://{int_addr}/"));
 
     // External port first: its address goes into every sell bid's establish.
@@ -214,6 +228,7 @@ pub async fn start(
             .await
             .with_context(|| format!("binding the external port {bind_ip}:{port}"))?;
         let bound = listener.local_addr()?;
+        node.worker_urls.add_own_port(bound.port());
         let told_ip = match args.ext_addr {
             Some(ip) => ip,
             None => first_external_ipv4().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),

@@ -123,6 +123,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         blender_price: 100,
         permission_wait_ms: bitwrk_host::state::PERMISSION_WAIT_DEFAULT.as_millis() as u64,
         buy_permission_wait_ms: bitwrk_host::limits::BUY_PERMISSION_WAIT.as_millis() as u64,
+        // Every host of the bench is on 127.0.0.1.
+        lan_market: true,
     };
     let seller = start(
         &host_args(vec![format!("{}:100", manifest.id()), format!("{}:100", big.id())], "sell:*:0"),

@@ -157,8 +157,18 @@ pub struct Host {
     pub address: String,
 }
 
-/// Start `bitwrk-host run` against `exchange` with extra flags.
+/// Start `bitwrk-host run` against `exchange` with extra flags. Every seller of a test is
+/// on 127.0.0.1, so the host buys with `--lan-market` (a default host refuses loopback
+/// workers: [`host_public`]).
 pub fn host(name: &str, dir: &Path, exchange: &str, flags: &[&str]) -> anyhow::Result<Host> {
+    let mut flags = flags.to_vec();
+    flags.push("--lan-market");
+    host_public(name, dir, exchange, &flags)
+}
+
+/// [`host`] without `--lan-market`: a host as on a public market, which connects to no
+/// seller on a loopback, private or link-local address.
+pub fn host_public(name: &str, dir: &Path, exchange: &str, flags: &[&str]) -> anyhow::Result<Host> {
     let mut args: Vec<String> = vec!["--data-dir".into(), dir.display().to_string()];
     args.extend(["run", "--exchange", exchange, "--int-port", "0"].map(String::from));
     args.extend(flags.iter().map(|f| f.to_string()));
