@@ -1253,6 +1253,7 @@ fn load(config: &Config) -> anyhow::Result<(Store, Core, u64)> {
     let mut core = Core::new(wanted.clone());
     let mut logged_rules: Option<Rules> = None;
     let mut failed: Option<String> = None;
+    core.set_replaying(true);
     let n = store.load(|now, entry| {
         if failed.is_some() {
             return;
@@ -1269,6 +1270,7 @@ fn load(config: &Config) -> anyhow::Result<(Store, Core, u64)> {
             }
         }
     })?;
+    core.set_replaying(false);
     if let Some(f) = failed {
         anyhow::bail!("replaying {}: {f}", config.db_path.display());
     }

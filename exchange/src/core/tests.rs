@@ -1141,6 +1141,25 @@ fn open_bids_per_account_are_capped() {
     assert_eq!(b.state, BidState::Matched);
     t.bid(1, Side::Sell, 100).unwrap();
     assert_eq!(t.bid(1, Side::Sell, 100).unwrap_err().code(), "too_many_bids");
+    // A log written before the cap (or under a higher one) still replays: every logged
+    // command was accepted once.
+    let mut old = t.log.clone();
+    let mut over = T::new();
+    (over.n, over.nonce) = (1_000_000, 1_000_000); // ids and nonces unlike t's
+    for _ in 0..=crate::limits::OPEN_BIDS_PER_ACCOUNT_MAX {
+        old.push((over.bid_cmd(3, Side::Sell, 100), over.now));
+    }
+    let mut again = Core::new(rules());
+    again.set_replaying(true);
+    for (cmd, now) in &old {
+        again.apply(cmd, *now).expect("a logged command applies again");
+    }
+    again.set_replaying(false);
+    again.check_full();
+    assert_eq!(
+        again.ledger_view().open_bids as usize,
+        2 * crate::limits::OPEN_BIDS_PER_ACCOUNT_MAX + 1
+    );
 }
 
 /// Issue 13 item 6: each publisher has a bounded count and bytes; the canonical
