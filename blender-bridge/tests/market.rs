@@ -97,6 +97,8 @@ fn addon_buys_tiles_from_a_seller_host_and_the_frame_equals_a_local_render() {
                 "0",
                 "--mandate",
                 "buy:*:1000",
+                // The seller is this machine.
+                "--lan-market",
             ]),
             &d.join("buyer"),
             shutdown.clone(),

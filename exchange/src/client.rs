@@ -254,8 +254,25 @@ impl ExchangeClient {
         decode(self.http.post(self.url("/v1/articles")).json(&req).send().await?).await
     }
 
+    /// Every published article: `GET /v1/articles` page by page (each at most
+    /// `limits::ARTICLES_PAGE_MAX`), in id order.
     pub async fn articles(&self) -> Result<Vec<ArticleEntry>> {
-        self.get("/v1/articles").await
+        let page_max = crate::limits::ARTICLES_PAGE_MAX;
+        let mut all: Vec<ArticleEntry> = Vec::new();
+        // Bounded: the registry holds at most ARTICLES_MAX, and each page moves `after` on.
+        for _ in 0..=crate::limits::ARTICLES_MAX / page_max {
+            let path = match all.last() {
+                Some(last) => format!("/v1/articles?limit={page_max}&after={}", last.id),
+                None => format!("/v1/articles?limit={page_max}"),
+            };
+            let page: Vec<ArticleEntry> = self.get(&path).await?;
+            let full = page.len() == page_max;
+            all.extend(page);
+            if !full {
+                break;
+            }
+        }
+        Ok(all)
     }
 
     pub async fn article(&self, id: &Hash32) -> Result<ArticleEntry> {

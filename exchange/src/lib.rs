@@ -52,6 +52,10 @@ pub struct Config {
     /// Virtual capital every new account starts with.
     #[arg(long, env = "BITWRK_EXCHANGE_STARTING_CAPITAL_SAT", default_value_t = 100_000_000)]
     pub starting_capital_sat: u64,
+    /// Accounts seen for the first time that get the starting capital, per source IP
+    /// (IPv6: per /64) and hour; later ones start at 0. 0 funds every new account.
+    #[arg(long, env = "BITWRK_EXCHANGE_FUNDED_ACCOUNTS_PER_IP_PER_HOUR", default_value_t = limits::FUNDED_ACCOUNTS_PER_IP_PER_HOUR_DEFAULT)]
+    pub funded_accounts_per_ip_per_hour: u32,
     /// Requests per second per client IP (bursts of twice that); 0 switches it off.
     #[arg(long, env = "BITWRK_EXCHANGE_RATE_LIMIT_PER_S", default_value_t = limits::RATE_LIMIT_PER_S_DEFAULT)]
     pub rate_limit_per_s: u32,
@@ -80,6 +84,7 @@ impl Default for Config {
             unverified_s: d.unverified_s,
             result_disputed_s: d.result_disputed_s,
             starting_capital_sat: 100_000_000,
+            funded_accounts_per_ip_per_hour: limits::FUNDED_ACCOUNTS_PER_IP_PER_HOUR_DEFAULT,
             rate_limit_per_s: limits::RATE_LIMIT_PER_S_DEFAULT,
             commit_window_us: limits::COMMIT_WINDOW_US_DEFAULT,
         }

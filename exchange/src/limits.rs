@@ -44,6 +44,35 @@ pub const COMMIT_GROUP_MAX: usize = 2048;
 /// `price + fee` and every sum of balances far from u64 overflow.
 pub const PRICE_SAT_MAX: u64 = 21_000_000 * 100_000_000;
 
+/// Most money the exchange ever creates, all starting capital together: u64::MAX. Every
+/// balance and running total is a part of it, so no sum of money can overflow u64; an
+/// account that would pass it opens with nothing (at the highest starting capital,
+/// [`PRICE_SAT_MAX`], that is after 8,784 funded accounts; at the default 1 BTC, after
+/// 184 billion).
+pub const CREATED_SAT_MAX: u64 = u64::MAX;
+
+/// Default of `--funded-accounts-per-ip-per-hour`: how many accounts seen for the first
+/// time get the starting capital per source IP and hour (PROTOCOL §3). Starting capital
+/// is free money; without a bound, fresh keys that each hand theirs to one account give
+/// it any multiple. A household or a small lab behind one address runs a few hosts, one
+/// key each; 8 an hour covers that, and a key past the quota starts at 0 (it can still
+/// sell and earn). 0 funds every new account (a private test market).
+pub const FUNDED_ACCOUNTS_PER_IP_PER_HOUR_DEFAULT: u32 = 8;
+
+/// The window of the funding quota above.
+pub const FUNDING_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Most source IPs the funding quota remembers at once (an entry is ~40 bytes); when full,
+/// entries whose window has passed are dropped, and if none has, new accounts from
+/// further addresses open unfunded until one has (fail closed: no free money).
+pub const FUNDING_IPS_MAX: usize = 65_536;
+
+/// Most open (resting) bids one account may have. A host places one sell bid per worker
+/// slot and article it sells and at most `BUY_ATTEMPTS_MAX` buy bids per running request;
+/// 256 covers a large host, and bounds what one key keeps in memory (~1.5 KB per bid)
+/// to under 0.5 MB. Past it a bid is refused with 409 `too_many_bids`.
+pub const OPEN_BIDS_PER_ACCOUNT_MAX: usize = 256;
+
 /// Highest fee: 100 % (a fee above the price makes no sense and would break the
 /// guarantee that the fee is at most the price).
 pub const FEE_BPS_MAX: u32 = 10_000;
@@ -77,6 +106,20 @@ pub const KEY_TABLE_AFTER_USES: u32 = 8;
 
 /// Most articles the registry accepts (each publish stores a manifest and maybe a module).
 pub const ARTICLES_MAX: usize = 100_000;
+
+/// Most articles one publisher (signing key) may publish. One name with a release a day
+/// for over two years, or a few hundred names; one key cannot fill the registry
+/// (100,000 publishes from one key did, for good: issue 13). Past it 409 `quota_exceeded`.
+pub const ARTICLES_PER_PUBLISHER_MAX: usize = 1000;
+
+/// Most bytes (modules plus canonical manifests) one publisher may store: 32 modules at
+/// the largest size, or a thousand of a typical 1 MiB. Past it 409 `quota_exceeded`.
+pub const PUBLISHER_BYTES_MAX: u64 = 1 << 30;
+
+/// Largest page of `GET /v1/articles` (and the default `limit`). An entry is about a
+/// KiB, at most a 64 KiB manifest, so a page is at most ~6.5 MiB and copying it holds
+/// the core (and so the writer) for well under a millisecond.
+pub const ARTICLES_PAGE_MAX: usize = 100;
 
 /// Longest a server-sent event stream stays open; the client reconnects with the last
 /// version it saw (`after_version`). Bounds how long one connection is held.

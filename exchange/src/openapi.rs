@@ -78,8 +78,9 @@ pub fn document() -> Value {
             "/v1/info": {"get": {"summary": "Exchange id, version, fee, limits, deadlines, clock",
                 "responses": {"200": ok(r("Info"), "the exchange's parameters")}}},
             "/v1/bids": {"post": signed_post("Place a bid (op=bid)", "BidView", json!([]), &[
-                ("402", "insufficient_funds: available < price + fee"),
-                ("404", "unknown_article: the article is not published")])},
+                ("402", "insufficient_funds: available < price + fee (a fresh account past its source's funding quota has 0)"),
+                ("404", "unknown_article: the article is not published"),
+                ("409", "too_many_bids: the account has OPEN_BIDS_PER_ACCOUNT_MAX open bids / nonce_reused")])},
             "/v1/bids/{id}": {"get": {"summary": "A bid; long poll with after_version",
                 "parameters": wait_params("bid id"),
                 "responses": {"200": ok(r("BidView"), "the bid"), "404": err("no such bid")}}},
@@ -127,15 +128,22 @@ pub fn document() -> Value {
             "/v1/ledger": {"get": {"summary": "Money totals (conservation check)",
                 "responses": {"200": ok(r("LedgerView"), "totals")}}},
             "/v1/articles": {
-                "get": {"summary": "All published articles",
-                    "responses": {"200": ok(json!({"type": "array", "items": r("ArticleEntry")}), "the registry")}},
+                "get": {"summary": "A page of the published articles, in id order",
+                    "parameters": [
+                        {"name": "after", "in": "query", "required": false, "schema": {"type": "string"},
+                         "description": "article id (64 hex): list the ids after it (exclusive)"},
+                        {"name": "limit", "in": "query", "required": false,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": crate::limits::ARTICLES_PAGE_MAX, "default": crate::limits::ARTICLES_PAGE_MAX},
+                         "description": "most entries; a shorter page is the last"}],
+                    "responses": {"200": ok(json!({"type": "array", "items": r("ArticleEntry")}), "one page of the registry"),
+                        "400": err("bad_query (limit out of range, unknown key) / bad_id (after)")}},
                 "post": {"summary": "Publish an article (op=publish); idempotent",
                     "requestBody": {"required": true, "content": {"application/json": {"schema": r("PublishRequest")}}},
                     "responses": {
                         "200": ok(r("ArticleEntry"), "published (or already published)"),
                         "400": err("bad_json / bad_message / wrong_exchange / expired / too_far_ahead"),
                         "401": err("bad_signature"),
-                        "409": err("nonce_reused"),
+                        "409": err("nonce_reused / quota_exceeded (the publisher's count or bytes) / registry_full"),
                         "413": err("too_large: module over limits.module_bytes_max"),
                         "422": err("bad_manifest / bad_module (hash or size mismatch) / module_refused (imports)")}}
             },

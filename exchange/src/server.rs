@@ -21,6 +21,7 @@ use bitwrk_protocol::api::{ApiLimits, ErrorBody, Info, PublishRequest, WaitQuery
 use bitwrk_protocol::fast_verify::{Checked, KeyCache};
 use bitwrk_protocol::identity::{CompactSignature, message_hash};
 use bitwrk_protocol::manifest::Runtime;
+use bitwrk_protocol::manifest::caps::MANIFEST_BYTES_MAX;
 use bitwrk_protocol::message::{Message, Operation, VALID_AHEAD_S_MAX};
 use bitwrk_protocol::transfer::{TRANSFER_AUTH_HEADER, transfer_auth_matches};
 use bitwrk_protocol::{Address, Envelope, Hash32, Id};
@@ -32,10 +33,10 @@ use tower_http::timeout::TimeoutLayer;
 use crate::Config;
 use crate::core::{Answer, Command, Core, CoreError, Rules, Signed};
 use crate::limits::{
-    BODY_BYTES_MAX, COMMIT_GROUP_MAX, CONCURRENT_REQUESTS_MAX, EVIDENCE_BYTES_MAX,
-    EVIDENCE_UPLOADS_MAX, KEY_CACHE_MAX, KEY_TABLE_AFTER_USES, KEY_TABLES_MAX, MODULE_BYTES_MAX,
-    PUBLISH_BODY_BYTES_MAX, RATE_LIMIT_IPS_MAX, REQUEST_TIMEOUT, SSE_STREAM_MAX, WAIT_MS_MAX,
-    WRITER_QUEUE_MAX,
+    ARTICLES_PAGE_MAX, BODY_BYTES_MAX, COMMIT_GROUP_MAX, CONCURRENT_REQUESTS_MAX,
+    EVIDENCE_BYTES_MAX, EVIDENCE_UPLOADS_MAX, FUNDING_IPS_MAX, FUNDING_WINDOW, KEY_CACHE_MAX,
+    KEY_TABLE_AFTER_USES, KEY_TABLES_MAX, MODULE_BYTES_MAX, PUBLISH_BODY_BYTES_MAX,
+    RATE_LIMIT_IPS_MAX, REQUEST_TIMEOUT, SSE_STREAM_MAX, WAIT_MS_MAX, WRITER_QUEUE_MAX,
 };
 use crate::store::{LogEntry, Reader, Store};
 
@@ -97,7 +98,9 @@ impl From<CoreError> for ApiError {
             | CoreError::WrongPhase { .. }
             | CoreError::TxClosed { .. }
             | CoreError::IdTaken(_)
-            | CoreError::RegistryFull => StatusCode::CONFLICT,
+            | CoreError::RegistryFull
+            | CoreError::QuotaExceeded { .. }
+            | CoreError::TooManyBids(_) => StatusCode::CONFLICT,
             CoreError::BadManifest(_) => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError { status, code: e.code(), message: e.to_string() }
@@ -437,6 +440,68 @@ impl RateLimiter {
     }
 }
 
+// ---------- funding quota ----------
+
+/// The source a funding quota counts: the IP, an IPv6 address by its /64 (one site's
+/// prefix: a host there can take any address in it).
+fn funding_source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+    }
+}
+
+/// How many accounts seen for the first time get the starting capital, per source and
+/// [`FUNDING_WINDOW`] (PROTOCOL §3): a fixed window per source, `per_window` slots in it.
+/// Shell state only: the core logs each decision in the bid command (`funded`), so
+/// replay never asks it. A restart starts every window afresh.
+struct FundingQuota {
+    per_window: u32,
+    /// source → (window start, slots taken in it)
+    sources: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl FundingQuota {
+    /// Take a slot for `ip` if its window has one left; false if not (or if the table
+    /// of sources is full of live windows: fail closed, no free money).
+    fn take(&self, ip: IpAddr) -> bool {
+        if self.per_window == 0 {
+            return true;
+        }
+        let (src, now) = (funding_source(ip), Instant::now());
+        let mut sources = self.sources.lock().expect("funding quota lock");
+        if sources.len() >= FUNDING_IPS_MAX && !sources.contains_key(&src) {
+            sources.retain(|_, (start, _)| now.duration_since(*start) < FUNDING_WINDOW);
+            if sources.len() >= FUNDING_IPS_MAX {
+                return false;
+            }
+        }
+        let (start, taken) = sources.entry(src).or_insert((now, 0));
+        if now.duration_since(*start) >= FUNDING_WINDOW {
+            (*start, *taken) = (now, 0);
+        }
+        if *taken >= self.per_window {
+            return false;
+        }
+        *taken += 1;
+        true
+    }
+
+    /// Give back a slot taken for a bid that was refused (it funded nobody).
+    fn give_back(&self, ip: IpAddr) {
+        if self.per_window == 0 {
+            return;
+        }
+        let mut sources = self.sources.lock().expect("funding quota lock");
+        if let Some((_, taken)) = sources.get_mut(&funding_source(ip)) {
+            *taken = taken.saturating_sub(1);
+        }
+    }
+}
+
 async fn rate_limit(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     if let Some(ip) = ip
@@ -463,6 +528,7 @@ struct AppState {
     reader: Mutex<Reader>,
     metrics: Arc<Metrics>,
     rate: RateLimiter,
+    funding: FundingQuota,
     shutdown: watch::Receiver<bool>,
     /// One evidence upload at a time ([`tx_evidence`]).
     evidence: tokio::sync::Semaphore,
@@ -595,12 +661,20 @@ async fn info(State(st): State<Arc<AppState>>) -> Json<Info> {
 
 async fn place_bid(
     State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let env: Envelope = parse_json(body)?;
     let (signed, msg) = verify(&st, env)?;
-    let cmd = Command::Bid { signed, bid_id: Id::random("b"), tx_id: Id::random("t") };
-    match st.submit(cmd, Some(msg), None).await? {
+    // A signer seen for the first time is funded only within its source's quota. A known
+    // account takes no slot; two first bids of one key at once may take two (one wasted).
+    let funded = !st.core().knows_account(&signed.signer) && st.funding.take(peer.ip());
+    let cmd = Command::Bid { signed, bid_id: Id::random("b"), tx_id: Id::random("t"), funded };
+    let answer = st.submit(cmd, Some(msg), None).await;
+    if funded && answer.is_err() {
+        st.funding.give_back(peer.ip());
+    }
+    match answer? {
         Answer::Bid(b) => {
             st.metrics.bids_accepted.fetch_add(1, Ordering::Relaxed);
             Ok(Json(b).into_response())
@@ -950,6 +1024,17 @@ async fn publish_article(
             "the message's module_sha256 differs from the manifest's",
         ));
     }
+    let manifest_bytes = req.manifest.canonical_json().len();
+    if manifest_bytes > MANIFEST_BYTES_MAX {
+        // Refused before the module is checked; the core checks this too.
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_manifest",
+            format!(
+                "the canonical manifest has {manifest_bytes} bytes, at most {MANIFEST_BYTES_MAX}"
+            ),
+        ));
+    }
     if req.module_base64.len() > MODULE_BYTES_MAX / 3 * 4 + 4 {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -991,8 +1076,32 @@ async fn publish_article(
     }
 }
 
-async fn list_articles(State(st): State<Arc<AppState>>) -> Response {
-    Json(st.core().articles()).into_response()
+/// `GET /v1/articles?after=<id>&limit=N`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArticlesQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// One page of the registry in id order. The core is locked only to copy at most
+/// [`ARTICLES_PAGE_MAX`] entries; they are serialised after the lock is released, so a
+/// listing never holds up the writer.
+async fn list_articles(
+    State(st): State<Arc<AppState>>,
+    query: Result<Query<ArticlesQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let after = q.after.as_deref().map(parse_hash).transpose()?;
+    let limit = q.limit.unwrap_or(ARTICLES_PAGE_MAX);
+    if !(1..=ARTICLES_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            format!("limit must be 1..={ARTICLES_PAGE_MAX}"),
+        ));
+    }
+    let page = st.core().articles_page(after.as_ref(), limit);
+    Ok(Json(page).into_response())
 }
 
 async fn article(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
@@ -1144,6 +1253,7 @@ fn load(config: &Config) -> anyhow::Result<(Store, Core, u64)> {
     let mut core = Core::new(wanted.clone());
     let mut logged_rules: Option<Rules> = None;
     let mut failed: Option<String> = None;
+    core.set_replaying(true);
     let n = store.load(|now, entry| {
         if failed.is_some() {
             return;
@@ -1160,6 +1270,7 @@ fn load(config: &Config) -> anyhow::Result<(Store, Core, u64)> {
             }
         }
     })?;
+    core.set_replaying(false);
     if let Some(f) = failed {
         anyhow::bail!("replaying {}: {f}", config.db_path.display());
     }
@@ -1228,6 +1339,10 @@ pub async fn serve(
         rate: RateLimiter {
             rate: config.rate_limit_per_s as f64,
             buckets: Mutex::new(HashMap::new()),
+        },
+        funding: FundingQuota {
+            per_window: config.funded_accounts_per_ip_per_hour,
+            sources: Mutex::new(HashMap::new()),
         },
         shutdown: shutdown_rx,
         evidence: tokio::sync::Semaphore::new(EVIDENCE_UPLOADS_MAX),

@@ -845,3 +845,145 @@ async fn malformed_input_never_5xx() {
     }
     server.stop().await;
 }
+
+/// Issue 13 item 7: twenty fresh keys from one IP cannot hand one account 20× the
+/// starting capital: only `FUNDED_ACCOUNTS_PER_IP_PER_HOUR_DEFAULT` of them are funded,
+/// the rest open with nothing, and the money created says so.
+#[tokio::test]
+async fn fresh_keys_from_one_ip_are_funded_within_the_quota() {
+    use bitwrk_exchange::limits::FUNDED_ACCOUNTS_PER_IP_PER_HOUR_DEFAULT as QUOTA;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path())).await;
+    let c = ExchangeClient::connect(&server.url).await.unwrap();
+    let capital = c.info().starting_capital_sat;
+    let m = native_manifest("funding");
+    let collector = PrivateKey::generate();
+    c.publish(&collector, &m, &[]).await.unwrap();
+    // The collector offers twenty units of work at (almost) a whole starting capital:
+    // every fresh key that buys one hands its capital to the collector.
+    let price = Sat(capital.0 / 2);
+    for _ in 0..20 {
+        c.place_bid(&collector, m.id(), Side::Sell, price).await.unwrap();
+    }
+    let mut funded = 0;
+    for i in 0..20 {
+        let fresh = PrivateKey::generate();
+        match c.place_bid(&fresh, m.id(), Side::Buy, price).await {
+            Ok(b) => {
+                assert_eq!(b.state, BidState::Matched, "key {i}");
+                funded += 1;
+            }
+            Err(e) => assert_eq!(api_code(e), (402, "insufficient_funds".into()), "key {i}"),
+        }
+    }
+    // The collector was fresh too: its first bid took one of the IP's slots.
+    assert_eq!(funded, QUOTA as usize - 1, "funded fresh keys from one IP");
+    let l = c.ledger().await.unwrap();
+    assert_eq!(l.created_sat.0, QUOTA as u64 * capital.0, "{l:?}");
+    server.stop().await;
+
+    // 0 switches the quota off (a private test market): all twenty are funded.
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        Server::start(Config { funded_accounts_per_ip_per_hour: 0, ..config(dir.path()) }).await;
+    let c = ExchangeClient::connect(&server.url).await.unwrap();
+    c.publish(&collector, &m, &[]).await.unwrap();
+    for _ in 0..20 {
+        let fresh = PrivateKey::generate();
+        c.place_bid(&fresh, m.id(), Side::Buy, price).await.unwrap();
+    }
+    assert_eq!(c.ledger().await.unwrap().created_sat.0, 20 * capital.0);
+    server.stop().await;
+}
+
+/// Issue 13 item 11: one key cannot keep more than `OPEN_BIDS_PER_ACCOUNT_MAX` bids open
+/// (sell bids cost nothing, so without a cap they were free memory for good).
+#[tokio::test]
+async fn open_bids_per_account_are_capped() {
+    use bitwrk_exchange::limits::OPEN_BIDS_PER_ACCOUNT_MAX;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path())).await;
+    let c = ExchangeClient::connect(&server.url).await.unwrap();
+    let (seller, other) = (PrivateKey::generate(), PrivateKey::generate());
+    let m = native_manifest("capped");
+    c.publish(&seller, &m, &[]).await.unwrap();
+    let mut first = None;
+    for _ in 0..OPEN_BIDS_PER_ACCOUNT_MAX {
+        let b = c.place_bid(&seller, m.id(), Side::Sell, Sat(1000)).await.unwrap();
+        first.get_or_insert(b.id);
+    }
+    let e = c.place_bid(&seller, m.id(), Side::Sell, Sat(1000)).await.unwrap_err();
+    assert_eq!(api_code(e), (409, "too_many_bids".into()));
+    // Other accounts are not affected.
+    c.place_bid(&other, m.id(), Side::Sell, Sat(1000)).await.unwrap();
+    // A cancel frees a place.
+    c.cancel_bid(&seller, &first.unwrap()).await.unwrap();
+    c.place_bid(&seller, m.id(), Side::Sell, Sat(1000)).await.unwrap();
+    let e = c.place_bid(&seller, m.id(), Side::Sell, Sat(1000)).await.unwrap_err();
+    assert_eq!(api_code(e), (409, "too_many_bids".into()));
+    server.stop().await;
+}
+
+/// GET with the status and the body as JSON.
+async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::get(url).await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// Issue 13 item 6: one key cannot fill the registry (a per-publisher quota, 409
+/// `quota_exceeded`), manifests over 64 KiB are refused whatever field makes them large,
+/// and the listing comes in bounded pages (`?after=<id>&limit=N`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_has_quotas_and_pages() {
+    use bitwrk_exchange::limits::{ARTICLES_PAGE_MAX, ARTICLES_PER_PUBLISHER_MAX};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Config { rate_limit_per_s: 0, ..config(dir.path()) }).await;
+    let c = ExchangeClient::connect(&server.url).await.unwrap();
+    let (squatter, other) = (PrivateKey::generate(), PrivateKey::generate());
+    let versioned = |i: usize| {
+        let mut m = native_manifest("flood");
+        m.version = format!("1.0.{i}");
+        m
+    };
+    // The quota's worth of publishes from one key, four at a time.
+    let mut tasks = Vec::new();
+    for lane in 0..4 {
+        let (c, key) = (c.clone(), squatter.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (lane..ARTICLES_PER_PUBLISHER_MAX).step_by(4) {
+                c.publish(&key, &versioned(i), &[]).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let e = c.publish(&squatter, &versioned(ARTICLES_PER_PUBLISHER_MAX), &[]).await.unwrap_err();
+    assert_eq!(api_code(e), (409, "quota_exceeded".into()));
+    // Another publisher is not affected.
+    c.publish(&other, &native_manifest("honest"), &[]).await.unwrap();
+
+    // 64 KiB: a long version string is refused, nothing is stored.
+    let mut long = native_manifest("long");
+    long.version = "1".repeat(bitwrk_protocol::manifest::caps::MANIFEST_BYTES_MAX);
+    let e = c.publish(&other, &long, &[]).await.unwrap_err();
+    assert_eq!(api_code(e), (422, "bad_manifest".into()));
+
+    // Pages: bounded, in id order, `after` exclusive; the client walks them all.
+    let all = c.articles().await.unwrap();
+    assert_eq!(all.len(), ARTICLES_PER_PUBLISHER_MAX + 1);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "id order");
+    let url = format!("{}/v1/articles", server.url);
+    let (status, first) = get_json(&url).await;
+    assert_eq!((status, first.as_array().unwrap().len()), (200, ARTICLES_PAGE_MAX));
+    let (_, page) = get_json(&format!("{url}?after={}&limit=3", all[9].id)).await;
+    let ids: Vec<String> =
+        page.as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, all[10..13].iter().map(|a| a.id.to_string()).collect::<Vec<_>>());
+    for bad in ["?limit=0", &format!("?limit={}", ARTICLES_PAGE_MAX + 1), "?after=xyz", "?x=1"] {
+        let (status, body) = get_json(&format!("{url}{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    server.stop().await;
+}

@@ -34,6 +34,10 @@ pub struct BuyArgs {
     /// Bound of the content store on disk, in bytes.
     #[arg(long, env = "BITWRK_STORE_MAX_BYTES", default_value_t = crate::limits::STORE_BYTES_DEFAULT)]
     pub store_max_bytes: u64,
+    /// The market is one machine or a LAN: buy from sellers whose worker_url is on a
+    /// loopback, private or link-local address (see `run --lan-market`).
+    #[arg(long, env = "BITWRK_LAN_MARKET")]
+    pub lan_market: bool,
 }
 
 fn read_input(spec: &str, only_input: Option<&str>) -> anyhow::Result<(String, Vec<u8>)> {
@@ -69,6 +73,7 @@ async fn run_async(args: BuyArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("connecting to the exchange at {}", args.exchange))?;
     let store = Arc::new(Store::open(&data_dir.join("store"), args.store_max_bytes)?);
     let node = Node::new(key, exchange, store, Gate::Command)?;
+    node.worker_urls.set_lan(args.lan_market);
     let article = node.resolve_article(&args.article).await?;
     let only =
         (article.manifest.inputs.len() == 1).then(|| article.manifest.inputs[0].name.as_str());

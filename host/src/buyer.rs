@@ -240,6 +240,13 @@ pub async fn buy(
                 return Ok(out);
             }
             Err(AttemptError::Final(e)) => {
+                // No seller is left after failed ones: say why those failed.
+                let e = match e {
+                    BuyError::NoSeller if !last.is_empty() => {
+                        BuyError::GaveUp { attempts: attempt, last: std::mem::take(&mut last) }
+                    }
+                    e => e,
+                };
                 report.finish(None, Some(e.to_string()));
                 return Err(e);
             }
@@ -441,8 +448,11 @@ impl Attempt<'_> {
                 view.phase
             )));
         }
-        let base =
-            format!("{}/{}", view.worker_url.clone().unwrap_or_default().trim_end_matches('/'), tx);
+        let worker_url = view.worker_url.clone().unwrap_or_default();
+        // No connection to a worker_url on this host, its network or its own ports unless
+        // the market is a LAN (worker_url.rs); another seller may do better.
+        node.worker_urls.check(&worker_url).await.map_err(retry)?;
+        let base = format!("{}/{}", worker_url.trim_end_matches('/'), tx);
         self.step(report, "transmitting");
 
         // Offer the work; send what the seller lacks.

@@ -110,6 +110,8 @@ async fn run_async(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> 
         blender_price: 100,
         permission_wait_ms: crate::state::PERMISSION_WAIT_DEFAULT.as_millis() as u64,
         buy_permission_wait_ms: crate::limits::BUY_PERMISSION_WAIT.as_millis() as u64,
+        // Every party of the demo is this machine.
+        lan_market: true,
     };
     let seller = start(
         &host_args(true, &format!("sell:{article}:{}", args.price)),

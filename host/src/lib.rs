@@ -20,6 +20,7 @@ pub mod run_cmd;
 pub mod seller;
 pub mod state;
 pub mod store;
+pub mod worker_url;
 
 /// The exchange `publish` and `buy` talk to without `--exchange`: the one `bitwrk-exchange`
 /// listens on by default, on this machine.

@@ -72,8 +72,11 @@ pub struct Node {
     pub exchange: ExchangeClient,
     pub store: Arc<Store>,
     pub gate: Gate,
-    /// HTTP client for talking to sellers (connection pooling across trades).
+    /// HTTP client for talking to sellers (connection pooling across trades). Its
+    /// resolver applies [`Node::worker_urls`] to every name it connects to.
     pub http: reqwest::Client,
+    /// Which sellers' `worker_url`s this host connects to (`--lan-market`, own ports).
+    pub worker_urls: Arc<crate::worker_url::WorkerUrlPolicy>,
     /// Buyer `accept`s sent after the result was handed over (see [`Node::settled`]).
     pub settling: TaskTracker,
     settled_lock: tokio::sync::Mutex<()>,
@@ -87,7 +90,9 @@ impl Node {
         store: Arc<Store>,
         gate: Gate,
     ) -> anyhow::Result<Arc<Node>> {
+        let worker_urls = Arc::new(crate::worker_url::WorkerUrlPolicy::default());
         let http = reqwest::Client::builder()
+            .dns_resolver(crate::worker_url::CheckedResolver(worker_urls.clone()))
             .connect_timeout(crate::limits::SELLER_REQUEST_TIMEOUT)
             .pool_max_idle_per_host(64)
             .build()
@@ -98,6 +103,7 @@ impl Node {
             store,
             gate,
             http,
+            worker_urls,
             settling: TaskTracker::new(),
             settled_lock: tokio::sync::Mutex::new(()),
             articles: Mutex::new(HashMap::new()),

@@ -91,6 +91,12 @@ pub struct RunArgs {
     /// Price of one Blender tile, in sat.
     #[arg(long, env = "BITWRK_BLENDER_PRICE", default_value_t = 100)]
     pub blender_price: u64,
+    /// The market is one machine or a LAN: buy from sellers whose worker_url is on a
+    /// loopback, private or link-local address. Off: only public addresses (a seller
+    /// could otherwise point this host at its own ports or its network). This host's
+    /// own ports are refused either way.
+    #[arg(long, env = "BITWRK_LAN_MARKET")]
+    pub lan_market: bool,
 }
 
 /// A host that is up: where it listens and how to stop it.
@@ -145,8 +151,13 @@ pub async fn start_embedded_exchange(
         .await
         .with_context(|| format!("binding the embedded exchange to 127.0.0.1:{port}"))?;
     let addr = listener.local_addr()?;
-    let config =
-        bitwrk_exchange::Config { db_path: db.to_path_buf(), ..bitwrk_exchange::Config::default() };
+    // Loopback only: every party is this machine, so a per-IP funding quota would only
+    // starve one's own hosts.
+    let config = bitwrk_exchange::Config {
+        db_path: db.to_path_buf(),
+        funded_accounts_per_ip_per_hour: 0,
+        ..bitwrk_exchange::Config::default()
+    };
     let task = tokio::spawn(async move {
         if let Err(e) = bitwrk_exchange::serve(listener, config, shutdown.cancelled_owned()).await {
             tracing::error!(error = %e, "embedded exchange stopped");
@@ -189,6 +200,13 @@ pub async fn start(
     state.set_permission_wait(Duration::from_millis(args.permission_wait_ms));
     state.set_buy_permission_wait(Duration::from_millis(args.buy_permission_wait_ms));
     let node = Node::new(key, exchange, store, Gate::State(state.clone()))?;
+    // An embedded exchange listens on 127.0.0.1 only: its market is this machine.
+    node.worker_urls.set_lan(args.lan_market || embedded.is_some());
+    if embedded.is_some()
+        && let Some(port) = reqwest::Url::parse(&exchange_url).ok().and_then(|u| u.port())
+    {
+        node.worker_urls.add_own_port(port);
+    }
     for m in &args.mandates {
         let mut spec = m.spec.clone();
         if let Some(name) = &m.article_name {
@@ -203,6 +221,7 @@ pub async fn start(
         .await
         .with_context(|| format!("binding the internal port 127.0.0.1:{}", args.int_port))?;
     let int_addr = int_listener.local_addr()?;
+    node.worker_urls.add_own_port(int_addr.port());
     state.set_ui_url(format!("http://{int_addr}/"));
 
     // External port first: its address goes into every sell bid's establish.
@@ -217,6 +236,7 @@ pub async fn start(
             .await
             .with_context(|| format!("binding the external port {bind_ip}:{port}"))?;
         let bound = listener.local_addr()?;
+        node.worker_urls.add_own_port(bound.port());
         let told = advertised_host(&args.ext_addr, bind_ip)?;
         if let ExtAddr::Host(name) = &args.ext_addr
             && tokio::net::lookup_host((name.as_str(), bound.port())).await.is_err()

@@ -211,7 +211,9 @@ async fn run(args: Args, server_rt: tokio::runtime::Runtime) -> anyhow::Result<(
     let dir = tempfile::tempdir().context("temp dir")?;
     let config = Config {
         db_path: dir.path().join("bench.sqlite"),
+        // Every client is 127.0.0.1: no per-IP rate or funding quota.
         rate_limit_per_s: 0,
+        funded_accounts_per_ip_per_hour: 0,
         commit_window_us: args.commit_window_us,
         ..Config::default()
     };

@@ -33,8 +33,10 @@ use bitwrk_protocol::{Address, Hash32, Id, Manifest, Phase, Sat, Settlement, Sid
 pub use ledger::Ledger;
 
 use crate::limits::{
-    ARTICLES_MAX, BOOK_RESTING_SHOWN_MAX, MATCH_TIMES_KEPT, MODULE_BYTES_MAX, PRICE_SAT_MAX,
+    ARTICLES_MAX, ARTICLES_PER_PUBLISHER_MAX, BOOK_RESTING_SHOWN_MAX, MATCH_TIMES_KEPT,
+    MODULE_BYTES_MAX, OPEN_BIDS_PER_ACCOUNT_MAX, PRICE_SAT_MAX, PUBLISHER_BYTES_MAX,
 };
+use bitwrk_protocol::manifest::caps::MANIFEST_BYTES_MAX;
 
 /// The exchange's rules: what the flags set.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -58,8 +60,17 @@ pub struct Signed {
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Command {
     /// `POST /v1/bids`. The ids are drawn by the shell so that replay is deterministic;
-    /// `tx_id` names the transaction if the bid matches at once.
-    Bid { signed: Signed, bid_id: Id, tx_id: Id },
+    /// `tx_id` names the transaction if the bid matches at once. `funded`: the shell's
+    /// decision whether a signer seen for the first time gets the starting capital (its
+    /// source address is within the funding quota, PROTOCOL §3); logged, so replay
+    /// credits the same. Logs written before the quota existed funded every account.
+    Bid {
+        signed: Signed,
+        bid_id: Id,
+        tx_id: Id,
+        #[serde(default = "funded_by_default")]
+        funded: bool,
+    },
     /// `POST /v1/bids/{bid}/cancel`.
     Cancel { signed: Signed, bid: Id },
     /// `POST /v1/tx/{tx}`.
@@ -71,6 +82,10 @@ pub enum Command {
     /// the manifest. `seller_fault` holds why the seller is at fault, `None` if the
     /// result was good. Logged, so replay never decrypts again.
     Verdict { tx: Id, enc_result_hash: Hash32, seller_fault: Option<String> },
+}
+
+fn funded_by_default() -> bool {
+    true
 }
 
 impl Command {
@@ -178,6 +193,16 @@ pub enum CoreError {
     IdTaken(Id),
     #[error("the registry is full ({ARTICLES_MAX} articles)")]
     RegistryFull,
+    #[error(
+        "{publisher} has published {count} articles ({bytes} bytes); a publisher may have at \
+         most {ARTICLES_PER_PUBLISHER_MAX} articles and {PUBLISHER_BYTES_MAX} bytes"
+    )]
+    QuotaExceeded { publisher: Address, count: usize, bytes: u64 },
+    #[error(
+        "{0} has {OPEN_BIDS_PER_ACCOUNT_MAX} open bids, the most one account may have; \
+         cancel one or wait for a match or expiry"
+    )]
+    TooManyBids(Address),
 }
 
 impl CoreError {
@@ -207,6 +232,8 @@ impl CoreError {
             CoreError::BadManifest(_) => "bad_manifest",
             CoreError::IdTaken(_) => "id_taken",
             CoreError::RegistryFull => "registry_full",
+            CoreError::QuotaExceeded { .. } => "quota_exceeded",
+            CoreError::TooManyBids(_) => "too_many_bids",
         }
     }
 }
@@ -271,14 +298,23 @@ pub struct Core {
     records: HashMap<Address, Record>,
     books: HashMap<Hash32, Book>,
     articles: BTreeMap<Hash32, ArticleEntry>,
+    /// Per publisher: (articles, bytes of modules and canonical manifests), bounded by
+    /// [`ARTICLES_PER_PUBLISHER_MAX`] and [`PUBLISHER_BYTES_MAX`].
+    publishers: HashMap<Address, (usize, u64)>,
     deadlines: BTreeSet<(u64, DeadlineKind, Id)>,
     nonces: HashMap<(Address, [u8; 16]), NonceEntry>,
     /// (valid_until s, signer, nonce): forgotten once valid_until has passed.
     nonce_expiry: BTreeSet<(u64, Address, [u8; 16])>,
     open_bids: u64,
+    /// Open bids per account (no entry: none), bounded by [`OPEN_BIDS_PER_ACCOUNT_MAX`].
+    open_bids_by: HashMap<Address, u32>,
     open_txs: u64,
     /// Bids and transactions changed since the last [`Core::take_changed`].
     changed: Vec<Id>,
+    /// Replaying the log: the per-account and per-publisher caps and the manifest cap are
+    /// not applied, since every logged command was accepted (a log written before a cap
+    /// existed, or under a higher one, must still load). Off for live requests.
+    replaying: bool,
 }
 
 impl Core {
@@ -298,12 +334,15 @@ impl Core {
             records: HashMap::default(),
             books: HashMap::default(),
             articles: BTreeMap::new(),
+            publishers: HashMap::default(),
             deadlines: BTreeSet::new(),
             nonces: HashMap::default(),
             nonce_expiry: BTreeSet::new(),
             open_bids: 0,
+            open_bids_by: HashMap::default(),
             open_txs: 0,
             changed: Vec::new(),
+            replaying: false,
         }
     }
 
@@ -314,6 +353,11 @@ impl Core {
         assert!(rules.fee_bps <= crate::limits::FEE_BPS_MAX, "fee_bps above 100 %");
         self.ledger.set_starting_capital(rules.starting_capital);
         self.rules = rules;
+    }
+
+    /// Apply logged commands (true) or live requests (false, the default); see the field.
+    pub fn set_replaying(&mut self, replaying: bool) {
+        self.replaying = replaying;
     }
 
     pub fn rules(&self) -> &Rules {
@@ -436,11 +480,11 @@ impl Core {
         let signer = &signed.signer;
         let applied = match (cmd, &msg.op) {
             (
-                Command::Bid { bid_id, tx_id, .. },
+                Command::Bid { bid_id, tx_id, funded, .. },
                 Operation::Bid { article, side, price, exclude },
             ) => Applied {
                 answer: self.place_bid(
-                    signer,
+                    (signer, *funded),
                     (bid_id, tx_id),
                     *article,
                     *side,
@@ -479,7 +523,7 @@ impl Core {
     /// Place a bid under the ids the shell drew: (the bid's, its transaction's if it matches).
     fn place_bid(
         &mut self,
-        owner: &Address,
+        (owner, funded): (&Address, bool),
         (bid_id, tx_id): (&Id, &Id),
         article: Hash32,
         side: Side,
@@ -498,18 +542,25 @@ impl Core {
         if self.txs.contains_key(tx_id) {
             return Err(CoreError::IdTaken(tx_id.clone()));
         }
+        if !self.replaying
+            && self.open_bids_by.get(owner).copied().unwrap_or(0) as usize
+                >= OPEN_BIDS_PER_ACCOUNT_MAX
+        {
+            return Err(CoreError::TooManyBids(owner.clone()));
+        }
         let blocked = match side {
+            // Checked although the price is capped: a request never reaches a panic.
             Side::Buy => price_plus_fee(price, self.rules.fee_bps)
-                .expect("price is capped far below overflow"),
+                .map_err(|_| CoreError::BadPrice(price.0))?,
             Side::Sell => Sat::ZERO,
         };
         // Refuse before anything changes: a refused command is not logged, so it must
         // leave no trace (not even a newly credited account) or replay would differ.
-        let (available, _) = self.ledger.balance(owner);
+        let (available, _) = self.ledger.balance(owner, funded);
         if available < blocked {
             return Err(CoreError::InsufficientFunds { need: blocked.0, available: available.0 });
         }
-        self.ledger.open_account(owner);
+        self.ledger.open_account(owner, funded);
         self.ledger.block(owner, blocked).expect("checked above");
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -532,6 +583,7 @@ impl Core {
         let exclude = exclude.to_vec();
         self.bids.insert(bid_id.clone(), Bid { view, seq, fee_bps: self.rules.fee_bps, exclude });
         self.open_bids += 1;
+        *self.open_bids_by.entry(owner.clone()).or_default() += 1;
 
         let book = self.books.entry(article).or_default();
         let bids = &self.bids;
@@ -635,7 +687,9 @@ impl Core {
             if *id == buy_id {
                 b.blocked_sat = escrow;
             }
+            let owner = b.owner.clone();
             self.open_bids -= 1;
+            self.bid_closed_for(&owner);
         }
     }
 
@@ -656,6 +710,16 @@ impl Core {
         b.state = state;
         b.version = v;
         self.open_bids -= 1;
+        self.bid_closed_for(&bid.view.owner);
+    }
+
+    /// One open bid of `owner` fewer; an account with none leaves the map.
+    fn bid_closed_for(&mut self, owner: &Address) {
+        let n = self.open_bids_by.get_mut(owner).expect("an open bid is counted");
+        *n -= 1;
+        if *n == 0 {
+            self.open_bids_by.remove(owner);
+        }
     }
 
     fn expire_bid(&mut self, id: &Id) {
@@ -774,7 +838,8 @@ impl Core {
                 // The dispute deposit is blocked now, so a verdict against the buyer can
                 // always be paid; refused before anything changes.
                 let deposit = tx::dispute_fee(tx.price_sat);
-                let (available, _) = self.ledger.balance(signer);
+                // A party has an account (it placed a bid), so `funded` does not matter.
+                let (available, _) = self.ledger.balance(signer, false);
                 if available < deposit {
                     return Err(CoreError::InsufficientFunds {
                         need: deposit.0,
@@ -966,6 +1031,14 @@ impl Core {
         module_sha256: Hash32,
         size: u64,
     ) -> Result<Applied, CoreError> {
+        // The documented cap on the canonical form bounds every field (a 30 MiB version
+        // string was accepted before: issue 13).
+        let manifest_bytes = manifest.canonical_json().len();
+        if manifest_bytes > MANIFEST_BYTES_MAX && !self.replaying {
+            return Err(CoreError::BadManifest(format!(
+                "the canonical manifest has {manifest_bytes} bytes, at most {MANIFEST_BYTES_MAX}"
+            )));
+        }
         manifest.validate().map_err(|e| CoreError::BadManifest(e.to_string()))?;
         if manifest.id() != article {
             return Err(CoreError::BadManifest(format!(
@@ -1000,6 +1073,15 @@ impl Core {
         if self.articles.len() >= ARTICLES_MAX {
             return Err(CoreError::RegistryFull);
         }
+        let (count, bytes) = self.publishers.get(publisher).copied().unwrap_or((0, 0));
+        // size <= MODULE_BYTES_MAX (checked above), so the sum cannot overflow.
+        let new_bytes = bytes + size + manifest_bytes as u64;
+        if !self.replaying
+            && (count >= ARTICLES_PER_PUBLISHER_MAX || new_bytes > PUBLISHER_BYTES_MAX)
+        {
+            return Err(CoreError::QuotaExceeded { publisher: publisher.clone(), count, bytes });
+        }
+        self.publishers.insert(publisher.clone(), (count + 1, new_bytes));
         let entry = ArticleEntry {
             id: article,
             manifest: manifest.clone(),
@@ -1029,9 +1111,23 @@ impl Core {
         self.articles.values().cloned().collect()
     }
 
-    /// An account's balances; an account not seen yet shows its starting capital.
+    /// Up to `limit` articles in id order, after `after` (exclusive) if given: a page of
+    /// `GET /v1/articles`, O(limit) however large the registry is.
+    pub fn articles_page(&self, after: Option<&Hash32>, limit: usize) -> Vec<ArticleEntry> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, Excluded);
+        self.articles.range((from, Unbounded)).take(limit).map(|(_, a)| a.clone()).collect()
+    }
+
+    /// Whether `address` has an account (it placed a bid before).
+    pub fn knows_account(&self, address: &Address) -> bool {
+        self.ledger.knows(address)
+    }
+
+    /// An account's balances; an account not seen yet shows the starting capital it
+    /// would get if funded (PROTOCOL §3).
     pub fn account(&self, address: &Address) -> AccountView {
-        let (available_sat, blocked_sat) = self.ledger.balance(address);
+        let (available_sat, blocked_sat) = self.ledger.balance(address, true);
         let record = self.records.get(address).copied().unwrap_or_default();
         AccountView { address: address.clone(), available_sat, blocked_sat, record }
     }
@@ -1120,11 +1216,17 @@ impl Core {
         self.ledger.assert_sums();
         let mut expect_blocked: HashMap<&Address, u64> = HashMap::default();
         let mut open = 0;
+        let mut open_by: HashMap<&Address, u32> = HashMap::default();
         for b in self.bids.values() {
             if b.view.state == BidState::Open {
                 open += 1;
                 *expect_blocked.entry(&b.view.owner).or_default() += b.view.blocked_sat.0;
+                *open_by.entry(&b.view.owner).or_default() += 1;
             }
+        }
+        assert_eq!(open_by.len(), self.open_bids_by.len(), "accounts with open bids");
+        for (addr, n) in open_by {
+            assert_eq!(self.open_bids_by.get(addr), Some(&n), "open bids of {addr}");
         }
         let mut open_txs = 0;
         for t in self.txs.values() {

@@ -132,6 +132,7 @@ impl T {
             signed,
             bid_id: Id::new(format!("b{}", self.n)).unwrap(),
             tx_id: Id::new(format!("t{}", self.n)).unwrap(),
+            funded: true,
         }
     }
 
@@ -456,6 +457,7 @@ fn excluded_sellers_are_not_matched() {
             signed,
             bid_id: Id::new(format!("b{}", t.n)).unwrap(),
             tx_id: Id::new(format!("t{}", t.n)).unwrap(),
+            funded: true,
         };
         let r = t.apply(&cmd).unwrap();
         t.core.check_full();
@@ -528,6 +530,7 @@ fn message_checks() {
         signed: Signed { text: m.encode(), ..signed.clone() },
         bid_id: Id::new("bx").unwrap(),
         tx_id: Id::new("tx").unwrap(),
+        funded: true,
     };
     let mut t2 = T::new();
     assert_eq!(t2.core.apply(&far, t2.now).unwrap_err().code(), "too_far_ahead");
@@ -538,6 +541,7 @@ fn message_checks() {
         signed: Signed { text: m.encode(), ..signed.clone() },
         bid_id: Id::new("by").unwrap(),
         tx_id: Id::new("ty").unwrap(),
+        funded: true,
     };
     assert_eq!(t2.core.apply(&other, t2.now).unwrap_err().code(), "wrong_exchange");
     // Same nonce, other text: 409.
@@ -554,6 +558,7 @@ fn message_checks() {
         signed: Signed { text: m.encode(), ..signed },
         bid_id: Id::new("bz").unwrap(),
         tx_id: Id::new("tz").unwrap(),
+        funded: true,
     };
     assert_eq!(t3.core.apply(&reused, t3.now).unwrap_err().code(), "nonce_reused");
     // Unpublished article, bad price.
@@ -1097,4 +1102,118 @@ fn view_json_snapshots() {
 
 fn json<V: serde::Serialize>(v: &V) -> String {
     serde_json::to_string(v).unwrap()
+}
+
+/// Issue 13 item 7: at the highest starting capital the money created reaches u64::MAX
+/// after 8,784 accounts; the next accounts open unfunded instead of overflowing (which
+/// panicked and, being replayed, stopped the exchange again after every restart).
+#[test]
+fn created_money_never_overflows_at_the_highest_starting_capital() {
+    let mut l = Ledger::new(Sat(PRICE_SAT_MAX));
+    let funded_max = crate::limits::CREATED_SAT_MAX / PRICE_SAT_MAX;
+    let addr = |i: u64| Address::from_pubkey_bytes(&i.to_le_bytes());
+    for i in 0..funded_max + 10 {
+        let expect = if i < funded_max { PRICE_SAT_MAX } else { 0 };
+        assert_eq!(l.balance(&addr(i), true).0, Sat(expect), "account {i} before it opens");
+        l.open_account(&addr(i), true);
+        assert_eq!(l.balance(&addr(i), true).0, Sat(expect), "account {i}");
+        l.assert_conserved();
+    }
+    assert_eq!(l.created(), Sat(funded_max * PRICE_SAT_MAX));
+    l.assert_sums();
+    // An account the shell did not fund gets nothing, capital or not.
+    let mut l = Ledger::new(Sat(CAPITAL));
+    l.open_account(&addr(0), false);
+    assert_eq!((l.balance(&addr(0), false).0, l.created()), (Sat(0), Sat(0)));
+}
+
+/// Issue 13 item 11: open bids per account are capped; a match, a cancel or an expiry
+/// frees a place.
+#[test]
+fn open_bids_per_account_are_capped() {
+    let mut t = T::new();
+    for _ in 0..crate::limits::OPEN_BIDS_PER_ACCOUNT_MAX {
+        t.bid(1, Side::Sell, 100).unwrap();
+    }
+    assert_eq!(t.bid(1, Side::Sell, 100).unwrap_err().code(), "too_many_bids");
+    // Another account is not affected, and its buy matches one of the sells.
+    let b = t.bid(2, Side::Buy, 100).unwrap();
+    assert_eq!(b.state, BidState::Matched);
+    t.bid(1, Side::Sell, 100).unwrap();
+    assert_eq!(t.bid(1, Side::Sell, 100).unwrap_err().code(), "too_many_bids");
+    // A log written before the cap (or under a higher one) still replays: every logged
+    // command was accepted once.
+    let mut old = t.log.clone();
+    let mut over = T::new();
+    (over.n, over.nonce) = (1_000_000, 1_000_000); // ids and nonces unlike t's
+    for _ in 0..=crate::limits::OPEN_BIDS_PER_ACCOUNT_MAX {
+        old.push((over.bid_cmd(3, Side::Sell, 100), over.now));
+    }
+    let mut again = Core::new(rules());
+    again.set_replaying(true);
+    for (cmd, now) in &old {
+        again.apply(cmd, *now).expect("a logged command applies again");
+    }
+    again.set_replaying(false);
+    again.check_full();
+    assert_eq!(
+        again.ledger_view().open_bids as usize,
+        2 * crate::limits::OPEN_BIDS_PER_ACCOUNT_MAX + 1
+    );
+}
+
+/// Issue 13 item 6: each publisher has a bounded count and bytes; the canonical
+/// manifest is capped at 64 KiB, whatever field makes it large.
+#[test]
+fn registry_quotas_per_publisher_and_manifest_cap() {
+    let mut t = T::new();
+    let publish = |t: &mut T, who: usize, m: &Manifest, size: u64| {
+        let module_sha256 = m.module_sha256.unwrap_or(Hash32::of(b""));
+        let op = Operation::Publish { article: m.id(), module_sha256, size };
+        let signed = t.signed(who, op);
+        t.apply(&Command::Publish { signed, manifest: m.clone() })
+    };
+    // Bytes: wasm articles that claim the largest module fill publisher 1's quota.
+    let wasm = |i: u64| {
+        let mut m = manifest();
+        m.runtime = "wasm".parse().unwrap();
+        m.module_sha256 = Some(Hash32::of(&i.to_le_bytes()));
+        m
+    };
+    let size = MODULE_BYTES_MAX as u64;
+    let fit = crate::limits::PUBLISHER_BYTES_MAX / (size + 1024);
+    for i in 0..fit {
+        publish(&mut t, 1, &wasm(i), size).unwrap();
+    }
+    let e = publish(&mut t, 1, &wasm(fit), size).unwrap_err();
+    assert_eq!(e.code(), "quota_exceeded", "{e}");
+    // Publishing an article again is still idempotent, and another publisher is free.
+    assert!(!publish(&mut t, 1, &wasm(0), size).unwrap().changed_state);
+    publish(&mut t, 2, &wasm(fit), size).unwrap();
+    // Count: native articles (no module) up to ARTICLES_PER_PUBLISHER_MAX.
+    let native = |i: usize| {
+        let mut m = manifest();
+        m.version = format!("2.0.{i}");
+        m
+    };
+    for i in 0..crate::limits::ARTICLES_PER_PUBLISHER_MAX {
+        publish(&mut t, 3, &native(i), 0).unwrap();
+    }
+    let e = publish(&mut t, 3, &native(usize::MAX), 0).unwrap_err();
+    assert_eq!(e.code(), "quota_exceeded", "{e}");
+    // A version string that takes the canonical manifest past 64 KiB is refused.
+    let mut long = manifest();
+    long.version = "1".repeat(MANIFEST_BYTES_MAX);
+    assert_eq!(publish(&mut t, 2, &long, 0).unwrap_err().code(), "bad_manifest");
+    t.check_replay();
+    // Pages: in id order, `after` exclusive, at most `limit`.
+    let all = t.core.articles();
+    let mut paged = Vec::new();
+    while let Some(p) = Some(t.core.articles_page(paged.last().map(|a: &ArticleEntry| &a.id), 7))
+        && !p.is_empty()
+    {
+        assert!(p.len() <= 7);
+        paged.extend(p);
+    }
+    assert_eq!(paged, all);
 }

@@ -86,12 +86,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let exchange_shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let exchange_url = format!("http://{}", listener.local_addr()?);
-    // Short bid lifetime keeps the book small; the rate limit is per IP and every host
-    // here is 127.0.0.1, so it is off.
+    // Short bid lifetime keeps the book small; the rate limit and the funding quota are
+    // per IP and every host here is 127.0.0.1, so they are off.
     let config = bitwrk_exchange::Config {
         db_path: dir.path().join("exchange.sqlite"),
         bid_lifetime_s: 30,
         rate_limit_per_s: 0,
+        funded_accounts_per_ip_per_hour: 0,
         ..bitwrk_exchange::Config::default()
     };
     let sd = exchange_shutdown.clone();
@@ -126,6 +127,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         blender_price: 100,
         permission_wait_ms: bitwrk_host::state::PERMISSION_WAIT_DEFAULT.as_millis() as u64,
         buy_permission_wait_ms: bitwrk_host::limits::BUY_PERMISSION_WAIT.as_millis() as u64,
+        // Every host of the bench is on 127.0.0.1.
+        lan_market: true,
     };
     let seller = start(
         &host_args(vec![format!("{}:100", manifest.id()), format!("{}:100", big.id())], "sell:*:0"),

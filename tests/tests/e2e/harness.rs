@@ -134,12 +134,15 @@ pub struct Exchange {
 }
 
 /// Start `bitwrk-exchange` on 127.0.0.1:0 with extra flags (e.g. short deadlines).
+/// Every party of a test is on 127.0.0.1, so the per-IP limits are off: the request
+/// rate and the funding quota for fresh accounts (exchange/tests/api.rs tests those).
 pub fn exchange(dir: &Path, flags: &[&str]) -> anyhow::Result<Exchange> {
     let (exe, _) = binaries();
     let mut cmd = Command::new(exe);
     cmd.arg("--data-dir")
         .arg(dir)
         .args(["--listen", "127.0.0.1:0", "--rate-limit-per-s", "0"])
+        .args(["--funded-accounts-per-ip-per-hour", "0"])
         .args(flags);
     let proc = Proc::spawn("exchange", cmd)?;
     let line = proc.wait_line("listening on ")?;
@@ -155,8 +158,18 @@ pub struct Host {
     pub address: String,
 }
 
-/// Start `bitwrk-host run` against `exchange` with extra flags.
+/// Start `bitwrk-host run` against `exchange` with extra flags. Every seller of a test is
+/// on 127.0.0.1, so the host buys with `--lan-market` (a default host refuses loopback
+/// workers: [`host_public`]).
 pub fn host(name: &str, dir: &Path, exchange: &str, flags: &[&str]) -> anyhow::Result<Host> {
+    let mut flags = flags.to_vec();
+    flags.push("--lan-market");
+    host_public(name, dir, exchange, &flags)
+}
+
+/// [`host`] without `--lan-market`: a host as on a public market, which connects to no
+/// seller on a loopback, private or link-local address.
+pub fn host_public(name: &str, dir: &Path, exchange: &str, flags: &[&str]) -> anyhow::Result<Host> {
     let mut args: Vec<String> = vec!["--data-dir".into(), dir.display().to_string()];
     args.extend(["run", "--exchange", exchange, "--int-port", "0"].map(String::from));
     args.extend(flags.iter().map(|f| f.to_string()));

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
@@ -421,6 +422,70 @@ async fn a_buyer_who_never_signs_pays_the_lapse_share() -> anyhow::Result<()> {
     let b = client.account(&freeloader.key.address()).await?;
     assert_eq!(b.available_sat.0, CAPITAL - price / 2 - fee / 2);
     assert_eq!((b.record.lapsed, b.record.trades_bought), (1, 1));
+    assert_conserved(&client).await?;
+    Ok(())
+}
+
+/// Issue 13 item 4 (SSRF): a seller that names a loopback `worker_url` (here a port that
+/// counts connections; in the attack, the buyer host's own internal port) is refused by
+/// a host that was not told the market is a LAN: it never connects, leaves that seller
+/// out of its next bid, and the buy ends with an error that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_host_refuses_a_loopback_worker_url() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // Short bid lifetime: the second bid (without the refused seller) expires quickly.
+    let ex = harness::exchange(&dir.path().join("exchange"), &["--bid-lifetime-s", "4"])?;
+    let client = harness::publish(&ex.url, &["wordcount"]).await?;
+    let article = bitwrk_host::local_articles::load("wordcount")?.0.id();
+    // The "worker": counts every connection it accepts.
+    let worker = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let worker_url = format!("http://{}/v1/work", worker.local_addr()?);
+    let connections = Arc::new(AtomicU32::new(0));
+    let counted = connections.clone();
+    let _accept = tokio::spawn(async move {
+        while let Ok((_socket, _)) = worker.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let buyer = harness::host_public(
+        "buyer",
+        &dir.path().join("buyer"),
+        &ex.url,
+        &["--mandate", "buy:*:1000"],
+    )?;
+    // The hostile seller: two resting bids, and it establishes each match with that URL.
+    let key = PrivateKey::generate();
+    let first = client.place_bid(&key, article, Side::Sell, Sat(50)).await?;
+    let second = client.place_bid(&key, article, Side::Sell, Sat(50)).await?;
+    let (c, k, url) = (client.clone(), key.clone(), worker_url.clone());
+    let establish = tokio::spawn(async move {
+        let mut bid = first;
+        while bid.state == BidState::Open {
+            bid = c.wait_bid(&bid.id, bid.version, WAIT).await?;
+        }
+        let tx = bid.tx.clone().context("matched without a tx")?;
+        c.tx_action(&k, &tx, TxAction::EstablishSeller { worker_url: url }).await?;
+        anyhow::Ok(tx)
+    });
+
+    let got =
+        buy(&buyer.int_url, "wordcount", vec![("data", b"a b b".to_vec())], Some(100)).await?;
+    let body: serde_json::Value = serde_json::from_slice(&got.body)?;
+    assert_eq!((got.status, body["error"].as_str()), (502, Some("sellers_failed")), "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&worker_url)
+            && message.contains("loopback")
+            && message.contains("--lan-market"),
+        "{message}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "the buyer connected to the worker_url");
+    // The refused trade is the hostile seller's one match: the second bid was excluded.
+    let tx = establish.await??;
+    let view = client.tx(&tx).await?;
+    assert_eq!((view.phase, view.seller), (Phase::Transmitting, key.address()));
+    let second = client.bid(&second.id).await?;
+    assert_ne!(second.state, BidState::Matched, "the refused seller was matched again");
     assert_conserved(&client).await?;
     Ok(())
 }
