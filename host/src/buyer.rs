@@ -469,7 +469,7 @@ impl Attempt<'_> {
             .map(|((_, _, r), _)| r.len as u64)
             .sum();
         self.step(report, "uploading");
-        let early = self.upload(&base, &missing, total).await?;
+        let early = self.upload(&base, &missing, total).await;
 
         // The encrypted result: long poll until the tx's working deadline.
         self.step(report, "working");
@@ -477,20 +477,19 @@ impl Attempt<'_> {
         let d = &info.deadlines;
         let work_deadline_ms =
             view.matched_ms + 1000 * (d.establishing_s + d.transmitting_s + d.working_s);
-        let enc = match early {
-            Some(enc) => enc,
-            None => match self.fetch_result(&base, work_deadline_ms).await {
-                Ok(enc) => enc,
-                Err(e) => {
-                    // A seller that committed a result but does not hand it over would
-                    // otherwise be paid a lapse share: dispute it as "not delivered".
-                    if ex.tx(&tx).await.is_ok_and(|v| v.phase == Phase::Committed) {
-                        let verdict = self.reject_and_prove(&tx, None).await;
-                        tracing::warn!(tx = %tx, %verdict, "committed result never delivered; disputed");
-                    }
-                    return Err(e);
-                }
-            },
+        let got = match early {
+            Ok(Some(enc)) => Ok(enc),
+            Ok(None) => self.fetch_result(&base, work_deadline_ms).await,
+            Err(e) => Err(e),
+        };
+        let enc = match got {
+            Ok(enc) => enc,
+            Err(e) => {
+                // A seller that committed a result (or commits one later) but does not
+                // hand it over would otherwise be paid a lapse share.
+                dispute_if_committed(node, tx.clone());
+                return Err(e);
+            }
         };
         let enc_hash = Hash32::of(&enc);
         self.step(report, "result received");
@@ -732,15 +731,29 @@ impl Attempt<'_> {
     ) -> Result<Option<Vec<u8>>, AttemptError> {
         match resp.status().as_u16() {
             200 => {
-                if resp.content_length().is_some_and(|l| l > tl::RESULT_BYTES_MAX) {
-                    return Err(retry("the seller's result is larger than any result may be"));
+                // Bounded whether or not the seller sends a length: at most what the
+                // article's declared outputs can encrypt to.
+                let cap = result_cap(&self.article.manifest);
+                let too_large = || {
+                    retry(format!(
+                        "the seller's result is larger than the article's outputs allow ({cap} bytes)"
+                    ))
+                };
+                if resp.content_length().is_some_and(|l| l > cap) {
+                    return Err(too_large());
                 }
-                let bytes = resp
-                    .bytes()
-                    .await
-                    .map_err(|e| retry(format!("downloading the result: {e}")))?;
-                self.add_wire(bytes.len() as u64);
-                Ok(Some(bytes.to_vec()))
+                let mut resp = resp;
+                let mut enc = Vec::new();
+                while let Some(chunk) =
+                    resp.chunk().await.map_err(|e| retry(format!("downloading the result: {e}")))?
+                {
+                    if (enc.len() + chunk.len()) as u64 > cap {
+                        return Err(too_large());
+                    }
+                    enc.extend_from_slice(&chunk);
+                }
+                self.add_wire(enc.len() as u64);
+                Ok(Some(enc))
             }
             202 => Ok(None),
             422 => {
@@ -790,6 +803,51 @@ impl Attempt<'_> {
             })
             .collect())
     }
+}
+
+/// After giving up on a seller before its result arrived: if the seller committed a
+/// result, now or later while the tx is still `working`, dispute it as "not delivered"
+/// (the seller must show the bytes, or the buyer is refunded), so that walking away from
+/// a seller that never delivered never lapses into paying it. In the background: the
+/// request goes on with its next bid.
+fn dispute_if_committed(node: &Arc<Node>, tx: Id) {
+    let node = node.clone();
+    tokio::spawn(async move {
+        let ex = &node.exchange;
+        let Ok(mut v) = ex.tx(&tx).await else { return };
+        while v.phase == Phase::Working && v.settlement.is_none() {
+            match ex.wait_tx(&tx, v.version, EXCHANGE_WAIT).await {
+                Ok(next) => v = next,
+                Err(e) => {
+                    tracing::warn!(tx = %tx, error = %e, "following an abandoned tx failed");
+                    return;
+                }
+            }
+        }
+        if v.phase == Phase::Committed && v.settlement.is_none() {
+            match ex.tx_action(&node.key, &tx, TxAction::RejectResult).await {
+                Ok(_) => tracing::warn!(tx = %tx, "committed result never delivered; disputed"),
+                Err(e) => {
+                    tracing::warn!(tx = %tx, error = %e, "disputing an undelivered result failed")
+                }
+            }
+        }
+    });
+}
+
+/// The largest encrypted result `manifest`'s outputs allow: the container (magic, count,
+/// and per output its name and lengths) around every declared output at its `max_bytes`,
+/// plus the AEAD tag; never more than the largest result of all.
+fn result_cap(manifest: &bitwrk_protocol::Manifest) -> u64 {
+    const CONTAINER_HEAD: u64 = 8; // "BWR1" + u32 count
+    const PER_OUTPUT: u64 = 2 + 8; // u16 name length + u64 data length
+    const TAG: u64 = 16;
+    let outputs: u64 = manifest
+        .outputs
+        .iter()
+        .map(|o| o.max_bytes.saturating_add(PER_OUTPUT + o.name.len() as u64))
+        .fold(0u64, u64::saturating_add);
+    outputs.saturating_add(CONTAINER_HEAD + TAG).min(tl::RESULT_BYTES_MAX + TAG)
 }
 
 /// Evidence uploads stop this long before the dispute deadline (an upload in flight at

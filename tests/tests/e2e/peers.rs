@@ -36,7 +36,12 @@ enum Cheat {
     /// A valid ciphertext under the committed key whose outputs break the manifest
     /// (an output the article does not declare).
     BreaksManifest,
+    /// Commits, then streams [`FLOOD_BYTES`] as "the result" without a Content-Length.
+    Flood,
 }
+
+/// What a flooding seller streams: far more than wordcount's outputs can encrypt to.
+const FLOOD_BYTES: u64 = 256 << 20;
 
 struct HostileState {
     client: ExchangeClient,
@@ -46,6 +51,8 @@ struct HostileState {
     served: Mutex<HashMap<String, Vec<u8>>>,
     secrets: Mutex<HashMap<String, Hash32>>,
     matched: AtomicU32,
+    /// Bytes of a flood the buyer pulled.
+    flooded: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A seller played by the test: it bids, establishes, takes the work like an honest
@@ -79,7 +86,7 @@ async fn hostile_offer(
 async fn hostile_chunks(
     State(st): State<Arc<HostileState>>,
     Path(tx): Path<String>,
-) -> impl IntoResponse {
+) -> axum::response::Response {
     let id = Id::new(&tx).unwrap();
     let committed = crypto::new_key();
     let (enc, key) = match st.cheat {
@@ -92,11 +99,30 @@ async fn hostile_chunks(
             let plain = encode_result(&[("not-declared".into(), b"x".to_vec())]);
             (crypto::seal(&committed, &id, &plain).0, committed)
         }
+        Cheat::Flood => (b"never sent".to_vec(), committed),
     };
     let action = TxAction::Result { enc_result_hash: Hash32::of(&enc), result_key: key };
     st.client.tx_action(&st.key, &id, action).await.unwrap();
-    st.served.lock().unwrap().insert(tx, enc.clone());
-    ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], enc)
+    let octets = [(axum::http::header::CONTENT_TYPE, "application/octet-stream")];
+    st.served.lock().unwrap().insert(tx.clone(), enc.clone());
+    if st.cheat == Cheat::Flood {
+        // A chunked body (no length) that never ends before FLOOD_BYTES; counts what the
+        // buyer pulls.
+        const PIECE: usize = 64 << 10;
+        let counter = st.flooded.clone();
+        let stream = futures_util::stream::unfold(0u64, move |sent| {
+            let counter = counter.clone();
+            async move {
+                if sent >= FLOOD_BYTES {
+                    return None;
+                }
+                counter.fetch_add(PIECE as u64, Ordering::SeqCst);
+                Some((Ok::<_, std::io::Error>(Bytes::from(vec![0x5a; PIECE])), sent + PIECE as u64))
+            }
+        });
+        return (octets, axum::body::Body::from_stream(stream)).into_response();
+    }
+    (octets, enc).into_response()
 }
 
 async fn hostile_result(
@@ -121,6 +147,7 @@ async fn hostile_seller(
         served: Mutex::default(),
         secrets: Mutex::default(),
         matched: AtomicU32::new(0),
+        flooded: Arc::default(),
     });
     let app = axum::Router::new()
         .route("/v1/work/{tx}", axum::routing::post(hostile_offer))
@@ -485,6 +512,47 @@ async fn a_default_host_refuses_a_loopback_worker_url() -> anyhow::Result<()> {
     assert_eq!((view.phase, view.seller), (Phase::Transmitting, key.address()));
     let second = client.bid(&second.id).await?;
     assert_ne!(second.state, BidState::Matched, "the refused seller was matched again");
+    assert_conserved(&client).await?;
+    Ok(())
+}
+
+/// A seller that streams an endless "result" without a Content-Length: the buyer host
+/// stops reading at what the article's outputs can encrypt to (wordcount: 16 MiB), so its
+/// memory stays bounded; it gets the result from the honest seller, and the flooder,
+/// which had committed, is disputed as "not delivered" instead of lapsing into a payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_stream_without_a_length_is_bounded() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ex = harness::exchange(&dir.path().join("exchange"), &[])?;
+    let client = harness::publish(&ex.url, &["wordcount"]).await?;
+    let wordcount = bitwrk_host::local_articles::load("wordcount")?.0;
+    let flooder = hostile_seller(&ex.url, wordcount.id(), 50, Cheat::Flood).await?;
+    let _honest = harness::seller("seller", &dir.path().join("s"), &ex.url, &["wordcount:100"], 1)?;
+    let b = harness::buyer(&dir.path().join("buyer"), &ex.url, 1000)?;
+    let got = buy(&b.int_url, "wordcount", vec![("data", b"x y y".to_vec())], Some(200)).await?;
+    assert_eq!(got.status, 303, "{}", String::from_utf8_lossy(&got.body));
+    assert_eq!(got.attempts, 2);
+    let cap: u64 = wordcount.outputs.iter().map(|o| o.max_bytes).sum();
+    let pulled = flooder.state.flooded.load(Ordering::SeqCst);
+    // What the buyer read plus what sat in socket buffers when it hung up.
+    assert!(pulled <= cap + (16 << 20), "the buyer pulled {pulled} bytes of a flood (cap {cap})");
+    assert!(pulled < FLOOD_BYTES);
+    // The flooder's trade: disputed as "not delivered", not lapsed, nothing paid.
+    let c = client.account(&flooder.state.key.address()).await?;
+    assert_eq!((c.available_sat.0, c.blocked_sat.0), (CAPITAL, 0));
+    let served: Vec<String> = flooder.state.served.lock().unwrap().keys().cloned().collect();
+    assert_eq!(served.len(), 1);
+    let id = Id::new(&served[0])?;
+    let mut v = client.tx(&id).await?;
+    while v.phase != Phase::ResultDisputed && v.settlement.is_none() {
+        v = client.wait_tx(&id, v.version, WAIT).await?;
+    }
+    assert_eq!((v.phase, v.settlement), (Phase::ResultDisputed, None), "disputed, not lapsed");
+    assert!(!v.receipted(), "a dispute of a result never received");
+    // Price, fee and deposit stay blocked until the verdict or its deadline, nothing paid.
+    let buyer = client.account(&b.address.parse()?).await?;
+    assert_eq!(buyer.blocked_sat.0, v.price_sat.0 + v.fee_sat.0 + v.dispute_deposit_sat.0);
+    assert_eq!(buyer.record.lapsed, 0);
     assert_conserved(&client).await?;
     Ok(())
 }
