@@ -385,6 +385,7 @@ impl Attempt<'_> {
                 e => BuyError::Forbidden(e.to_string()),
             })
         })?;
+        report.permitted();
         let exch =
             |e: &dyn std::fmt::Display| AttemptError::Final(BuyError::Exchange(e.to_string()));
         let mut bid = ex
@@ -427,6 +428,7 @@ impl Attempt<'_> {
             .await
             .map_err(|e| retry(format!("establish: {e}")))?;
         report.info().price_sat = view.price_sat;
+        report.info().fee_sat = view.fee_sat;
         self.seller = Some(view.seller.clone());
         self.step(report, "established");
         // Both sides established: the seller is waiting for the work.

@@ -186,8 +186,10 @@ impl TradeReport {
                 article_name: article.manifest.name.clone(),
                 side,
                 price_sat: price,
+                fee_sat: Sat::ZERO,
                 bid: None,
                 tx: None,
+                permitted_ms: None,
                 phase: "asking permission".into(),
                 started_ms: now,
                 updated_ms: now,
@@ -201,6 +203,11 @@ impl TradeReport {
 
     pub fn info(&mut self) -> &mut TradeInfo {
         &mut self.info
+    }
+
+    /// Permission was given: the trade's time counts from now.
+    pub fn permitted(&mut self) {
+        self.info.permitted_ms = Some(crate::state::now_ms());
     }
 
     /// Move to `phase` and report.

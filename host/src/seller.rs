@@ -373,6 +373,8 @@ impl Seller {
             Side::Sell,
             bid.price_sat,
         );
+        // The sale's permission was given before its bid was placed.
+        report.permitted();
         report.info().bid = Some(bid.id.clone());
         report.info().tx = Some(tx.clone());
         self.worker(slot.id, &article, Some(tx.clone()));
@@ -404,6 +406,7 @@ impl Seller {
                 tracing::info!(tx = %tx, price = v.price_sat.0, "sell trade established");
                 version = v.version;
                 report.info().price_sat = v.price_sat;
+                report.info().fee_sat = v.fee_sat;
                 trade.set_view(v);
             }
             Err(e) => {

@@ -142,8 +142,15 @@ pub struct TradeInfo {
     pub article_name: String,
     pub side: Side,
     pub price_sat: Sat,
+    /// The exchange's fee on the trade (paid by the buyer), once matched.
+    #[serde(default)]
+    pub fee_sat: Sat,
     pub bid: Option<Id>,
     pub tx: Option<Id>,
+    /// When permission (a click or a mandate) let the trade go ahead: the UI's "took"
+    /// counts from here, not from `started_ms`, so the wait for permission is not in it.
+    #[serde(default)]
+    pub permitted_ms: Option<u64>,
     /// Free text: an exchange phase (`working`, ...) or a local step (`bidding`, `uploading`).
     pub phase: String,
     pub started_ms: u64,

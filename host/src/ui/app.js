@@ -189,12 +189,14 @@ function renderTrades() {
     el("tr", { dataset: { tradeKey: t.key, phase: t.phase, finished: String(t.finished) } },
       el("td", {}, articleName(t.article, t.article_name), el("div", { class: "id" }, t.tx ? "tx " + short(t.tx, 14) : t.bid ? "bid " + short(t.bid, 14) : "")),
       el("td", {}, el("span", { class: "badge " + t.side }, t.side)),
-      el("td", { class: "num" }, sat(t.price_sat)),
+      el("td", { class: "num" }, sat(t.price_sat), t.fee_sat ? el("div", { class: "id fee" }, "fee " + sat(t.fee_sat)) : ""),
       el("td", {}, phaseBadge(t)),
       el("td", {}, el("div", { class: "steps" }, (t.events || []).map((e) =>
         el("span", { title: time(e.at_ms) }, e.phase.replaceAll("_", " "))))),
       el("td", {}, time(t.started_ms)),
-      el("td", { class: "num" }, duration(Math.max(0, t.updated_ms - t.started_ms))),
+      // From the permission on: the wait for a click is not part of the trade's time.
+      el("td", { class: "num", title: t.permitted_ms ? "" : "waiting for permission" },
+        t.permitted_ms ? duration(Math.max(0, t.updated_ms - t.permitted_ms)) : "—"),
       el("td", { class: t.error ? "error-text" : "" }, t.error ? el("span", { class: "badge bad", title: t.error }, short(t.error, 60)) : t.outcome || ""))));
 }
 

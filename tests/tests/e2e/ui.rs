@@ -468,8 +468,11 @@ async fn ui_permits_forbids_and_makes_mandates_in_chromium() -> anyhow::Result<(
         article_name: "raytrace".into(),
         side: Side::Buy,
         price_sat: Sat(1000),
+        fee_sat: Sat(30),
         bid: Some("b-ui-1".parse()?),
         tx: None,
+        // Permitted 200 ms after it asked: "took" counts from then.
+        permitted_ms: Some(now + 200),
         phase: "bidding".into(),
         started_ms: now,
         updated_ms: now,
@@ -491,6 +494,10 @@ async fn ui_permits_forbids_and_makes_mandates_in_chromium() -> anyhow::Result<(
         state.trade_update(t.clone());
     }
     page.wait_for(r#"#trades tr[data-trade-key="b-ui-1"][data-finished=true]"#).await?;
+    let row = page.text(r#"#trades tr[data-trade-key="b-ui-1"]"#).await?;
+    assert!(row.contains("fee 30 sat"), "the fee is shown: {row}");
+    // Finished at now + 500: it took 300 ms since the permission, not 500 ms.
+    assert!(row.contains("300 ms") && !row.contains("500 ms"), "took: {row}");
     assert_eq!(state.trades()[0].events.len(), 6, "every phase recorded once");
     state.worker_update(WorkerInfo {
         slot: 0,
