@@ -12,7 +12,7 @@ const ESC: char = '\u{1b}';
 fn logs_into_a_pipe_are_plain_text_and_name_the_database() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let ex = harness::exchange(&dir.path().join("exchange"), &[])?;
-    let line = ex.proc.wait_line("database opened")?;
+    let line = ex.proc.wait_logged("database opened")?;
     let db = std::fs::canonicalize(dir.path().join("exchange").join("exchange.sqlite"))?;
     anyhow::ensure!(line.contains(&db.display().to_string()), "no database path in {line:?}");
     let host = harness::host("host", &dir.path().join("host"), &ex.url, &[])?;

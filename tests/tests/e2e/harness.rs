@@ -107,6 +107,17 @@ impl Proc {
         }
     }
 
+    /// A line containing `needle` printed at any time so far (also before an earlier
+    /// `wait_line` consumed it, e.g. a line printed before the ready line), or else the
+    /// next one.
+    pub fn wait_logged(&self, needle: &str) -> anyhow::Result<String> {
+        let seen = self.log.lock().expect("log lock").iter().find(|l| l.contains(needle)).cloned();
+        match seen {
+            Some(l) => Ok(l),
+            None => self.wait_line(needle),
+        }
+    }
+
     pub fn tail(&self) -> String {
         let log = self.log.lock().expect("log lock");
         log.iter().rev().take(40).rev().cloned().collect::<Vec<_>>().join("\n")

@@ -532,6 +532,11 @@ async fn a_result_stream_without_a_length_is_bounded() -> anyhow::Result<()> {
     let got = buy(&b.int_url, "wordcount", vec![("data", b"x y y".to_vec())], Some(200)).await?;
     assert_eq!(got.status, 303, "{}", String::from_utf8_lossy(&got.body));
     assert_eq!(got.attempts, 2);
+    // The honest trade settles once the buyer's accept (sent after the answer) lands.
+    let mut good = client.tx(&Id::new(&got.tx)?).await?;
+    while good.settlement.is_none() {
+        good = client.wait_tx(&good.id, good.version, WAIT).await?;
+    }
     let cap: u64 = wordcount.outputs.iter().map(|o| o.max_bytes).sum();
     let pulled = flooder.state.flooded.load(Ordering::SeqCst);
     // What the buyer read plus what sat in socket buffers when it hung up.
