@@ -224,7 +224,7 @@ pub async fn buy(
             progress,
             sent: 0,
             wire: 0,
-            auth: String::new(),
+            auth: Hash32([0; 32]),
         };
         let mut report = TradeReport::new(
             node.gate.clone(),
@@ -341,9 +341,10 @@ struct Attempt<'a> {
     progress: Option<&'a ProgressFn>,
     sent: u64,
     wire: u64,
-    /// Hex of the transfer credential ([`transfer_auth`] of this attempt's secret), sent
-    /// with every transfer request so only we can read the result.
-    auth: String,
+    /// The transfer credential ([`transfer_auth`] of this attempt's secret, set with the
+    /// offer), sent with every transfer request and evidence upload so only we can read
+    /// the result.
+    auth: Hash32,
 }
 
 impl Attempt<'_> {
@@ -458,7 +459,7 @@ impl Attempt<'_> {
         self.step(report, "transmitting");
 
         // Offer the work; send what the seller lacks.
-        self.auth = transfer_auth(&Hash32(secret)).to_hex();
+        self.auth = transfer_auth(&Hash32(secret));
         let offer = WorkOffer { manifest: p.manifest.clone(), secret: Hash32(secret) };
         let answer: WorkOfferAnswer = self.post_json(&base, &offer).await?;
         let missing =
@@ -581,13 +582,9 @@ impl Attempt<'_> {
         let Some(enc) = enc else {
             return "disputed: the seller must show the committed result".into();
         };
-        let auth: Hash32 = match self.auth.parse() {
-            Ok(a) => a,
-            Err(_) => return "no transfer credential for the evidence".into(),
-        };
         let give_up_ms = view.deadline_ms.unwrap_or(0).saturating_sub(EVIDENCE_MARGIN_MS);
         loop {
-            match ex.upload_evidence(tx, &auth, enc.clone()).await {
+            match ex.upload_evidence(tx, &self.auth, enc.clone()).await {
                 Ok(v) => {
                     return match v.settlement {
                         Some(Settlement::DisputeSellerFault) => {
@@ -618,7 +615,7 @@ impl Attempt<'_> {
             .post(url)
             .timeout(limits::SELLER_REQUEST_TIMEOUT)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(TRANSFER_AUTH_HEADER, &self.auth)
+            .header(TRANSFER_AUTH_HEADER, self.auth.to_hex())
             .body(body)
             .send()
             .await
@@ -666,7 +663,7 @@ impl Attempt<'_> {
                             + if last { RESULT_WAIT } else { Duration::ZERO },
                     )
                     .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-                    .header(TRANSFER_AUTH_HEADER, &self.auth)
+                    .header(TRANSFER_AUTH_HEADER, self.auth.to_hex())
                     .body(body)
                     .send()
                     .await
@@ -713,7 +710,7 @@ impl Attempt<'_> {
                 .node
                 .http
                 .get(&url)
-                .header(TRANSFER_AUTH_HEADER, &self.auth)
+                .header(TRANSFER_AUTH_HEADER, self.auth.to_hex())
                 .timeout(RESULT_WAIT + limits::SELLER_REQUEST_TIMEOUT)
                 .send()
                 .await

@@ -440,19 +440,7 @@ impl Core {
         self.advance(now_ms);
         let Some(signed) = cmd.signed() else { return self.apply(cmd, now_ms) };
         debug_assert_eq!(Message::parse(&signed.text).as_ref(), Ok(&msg));
-        if msg.exchange != self.rules.exchange_id {
-            return Err(CoreError::WrongExchange {
-                found: msg.exchange,
-                ours: self.rules.exchange_id.clone(),
-            });
-        }
-        let now_s = self.now_ms / 1000;
-        if msg.valid_until < now_s {
-            return Err(CoreError::Expired { valid_until: msg.valid_until, now_s });
-        }
-        if msg.valid_until > now_s + VALID_AHEAD_S_MAX {
-            return Err(CoreError::TooFarAhead { valid_until: msg.valid_until, now_s });
-        }
+        self.check_envelope(&msg, self.now_ms)?;
         // Scope first: an envelope is answered (also from nonce memory) only at the
         // endpoint and for the id it was made for.
         if cmd.op() != msg.op.name() {
@@ -972,6 +960,25 @@ impl Core {
         })
     }
 
+    /// Every signed message's own checks: made for this exchange, not expired at
+    /// `now_ms`, not valid too far ahead.
+    fn check_envelope(&self, msg: &Message, now_ms: u64) -> Result<(), CoreError> {
+        if msg.exchange != self.rules.exchange_id {
+            return Err(CoreError::WrongExchange {
+                found: msg.exchange.clone(),
+                ours: self.rules.exchange_id.clone(),
+            });
+        }
+        let now_s = now_ms / 1000;
+        if msg.valid_until < now_s {
+            return Err(CoreError::Expired { valid_until: msg.valid_until, now_s });
+        }
+        if msg.valid_until > now_s + VALID_AHEAD_S_MAX {
+            return Err(CoreError::TooFarAhead { valid_until: msg.valid_until, now_s });
+        }
+        Ok(())
+    }
+
     /// The buyer's signed read of the result key (`op=key`, `POST /v1/tx/{id}/key`): only
     /// for the buyer, only once it signed the receipt. A read: nothing changes, no nonce
     /// is remembered (resending it is harmless).
@@ -982,19 +989,7 @@ impl Core {
         url_tx: &Id,
         now_ms: u64,
     ) -> Result<KeyView, CoreError> {
-        if msg.exchange != self.rules.exchange_id {
-            return Err(CoreError::WrongExchange {
-                found: msg.exchange.clone(),
-                ours: self.rules.exchange_id.clone(),
-            });
-        }
-        let now_s = now_ms.max(self.now_ms) / 1000;
-        if msg.valid_until < now_s {
-            return Err(CoreError::Expired { valid_until: msg.valid_until, now_s });
-        }
-        if msg.valid_until > now_s + VALID_AHEAD_S_MAX {
-            return Err(CoreError::TooFarAhead { valid_until: msg.valid_until, now_s });
-        }
+        self.check_envelope(msg, now_ms.max(self.now_ms))?;
         let Operation::Key { tx: id } = &msg.op else {
             return Err(CoreError::WrongOp { expected: "key", found: msg.op.name() });
         };
